@@ -1,0 +1,51 @@
+// The node's allocatable resources: what an unset cpu, memory or ephemeral-storage limit reads
+// as. From --node-allocatable, from the Node object in a cluster, or, standing in for the
+// node, this machine's cpu count and memory.
+
+import os from 'node:os'
+import { Quantity, parseQuantity } from './quantity.js'
+import type { Allocatable } from './resource.js'
+import { InputError } from './shape.js'
+
+export const ALLOCATABLE_NAMES = ['cpu', 'memory', 'ephemeral-storage']
+
+/** `cpu=4,memory=16Gi,ephemeral-storage=100Gi`: any subset, each at most once. */
+export function parseAllocatableFlag(text: string): Allocatable {
+  const out: Allocatable = new Map()
+  const fail = (problem: string): never => { throw new InputError('--node-allocatable', problem) }
+  for (const part of text.split(',')) {
+    const eq = part.indexOf('=')
+    if (eq < 0) fail(`${JSON.stringify(part)} is not NAME=QUANTITY (names: ${ALLOCATABLE_NAMES.join(', ')})`)
+    const name = part.slice(0, eq).trim()
+    if (!ALLOCATABLE_NAMES.includes(name)) fail(`unknown resource ${JSON.stringify(name)} (allowed: ${ALLOCATABLE_NAMES.join(', ')})`)
+    if (out.has(name)) fail(`${name} is given twice`)
+    try {
+      out.set(name, Quantity.parse(part.slice(eq + 1).trim()))
+    } catch (e) {
+      fail(`${name}: ${(e as Error).message}`)
+    }
+  }
+  return out
+}
+
+/** A Node's status.allocatable (quantity strings), keeping the resources a volume can use. */
+export function allocatableFromNode(raw: Record<string, unknown> | undefined): Allocatable {
+  const out: Allocatable = new Map()
+  for (const name of ALLOCATABLE_NAMES) {
+    if (raw?.[name] === undefined) continue
+    try {
+      out.set(name, parseQuantity(raw[name]))
+    } catch (e) {
+      throw new InputError(`node status.allocatable.${name}`, (e as Error).message)
+    }
+  }
+  return out
+}
+
+/** This machine as the node: its cpu count and total memory. */
+export function machineAllocatable(): Allocatable {
+  return new Map([
+    ['cpu', Quantity.parse(String(os.availableParallelism()))],
+    ['memory', Quantity.parse(String(os.totalmem()))],
+  ])
+}

@@ -1,0 +1,91 @@
+// What `render` and `mount` read from their flags: the pod, the volume to serve, the node's
+// allocatable resources and the fsGroup. Every failure is an InputError naming the file, field
+// or flag.
+
+import { readFile } from 'node:fs/promises'
+import { machineAllocatable, parseAllocatableFlag } from './allocatable.js'
+import { parseSingle } from './manifest.js'
+import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type Pod } from './pod.js'
+import { checkVolume } from './projection.js'
+import type { Allocatable } from './resource.js'
+import { InputError, Shape, isObj } from './shape.js'
+
+export interface InputFlags {
+  podFile?: string
+  volume?: string
+  items?: string
+  nodeAllocatable?: string
+  fsGroup?: string
+}
+
+/** Everything but the pod: fixed for the life of a mount. */
+export interface Settings {
+  items?: DownwardVolume
+  volumeName?: string
+  allocatable: Allocatable
+  fsGroup?: number
+}
+
+export async function readText(file: string, flag: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8')
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException
+    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory' : err.message
+    throw new InputError(flag, `cannot read ${file}: ${why}`)
+  }
+}
+
+function prefixed<T>(file: string, fn: () => T): T {
+  try {
+    return fn()
+  } catch (e) {
+    if (e instanceof InputError && !e.message.startsWith(file)) throw new InputError(file, e.message)
+    throw e
+  }
+}
+
+export function parsePodText(text: string, file: string): Pod {
+  return prefixed(file, () => readPod(parseSingle(text, file, 'a Pod', (d) => isObj(d) && d.kind === 'Pod')))
+}
+
+export async function readPodFile(file: string): Promise<Pod> {
+  return parsePodText(await readText(file, '--pod-file'), file)
+}
+
+export async function readItemsFile(file: string): Promise<DownwardVolume> {
+  const text = await readText(file, '--items')
+  return prefixed(file, () => {
+    const raw = parseSingle(text, file, 'a DownwardAPIVolumeSource', (d) => isObj(d) && 'items' in d)
+    const s = new Shape(raw, '')
+    s.obj()
+    if (!s.field('items').present) s.field('items').fail('is required: a DownwardAPIVolumeSource is {items: [...], defaultMode: ...}')
+    const v = readDownwardAPISource(s, '--items')
+    checkVolume(v)
+    return v
+  })
+}
+
+export function parseId(text: string, flag: string): number {
+  const n = /^[0-9]+$/.test(text) ? Number(text) : NaN
+  if (!Number.isSafeInteger(n) || n > 0xfffffffe) throw new InputError(flag, `${JSON.stringify(text)} is not a numeric id from 0 to 4294967294`)
+  return n
+}
+
+export async function readSettings(flags: InputFlags): Promise<Settings> {
+  if (flags.items !== undefined && flags.volume !== undefined) {
+    throw new InputError('--items', 'cannot be combined with --volume: --items replaces the pod\'s volumes')
+  }
+  const settings: Settings = {
+    allocatable: flags.nodeAllocatable !== undefined ? parseAllocatableFlag(flags.nodeAllocatable) : machineAllocatable(),
+  }
+  if (flags.items !== undefined) settings.items = await readItemsFile(flags.items)
+  if (flags.volume !== undefined) settings.volumeName = flags.volume
+  if (flags.fsGroup !== undefined) settings.fsGroup = parseId(flags.fsGroup, '--fs-group')
+  return settings
+}
+
+/** The volume the settings pick out of this pod. */
+export function volumeOf(pod: Pod, settings: Settings): DownwardVolume {
+  return settings.items ?? pickVolume(pod, settings.volumeName)
+}

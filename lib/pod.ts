@@ -1,0 +1,159 @@
+// The part of a Pod that a downward API volume reads, taken from untrusted JSON (a pod file,
+// `kubectl get pod -o yaml`, or an object from the API server) with every field checked.
+// Quantities stay raw here; they are parsed where they are used, so an error names the item.
+
+import { InputError, Shape, type Json } from './shape.js'
+
+export interface FieldRef { fieldPath: string; apiVersion: string }
+export interface ResourceFieldRef { containerName: string; resource: string; divisor: Json }
+
+/** One item of a downward API volume: DownwardAPIVolumeFile. */
+export interface VolumeItem {
+  path: string
+  fieldRef?: FieldRef
+  resourceFieldRef?: ResourceFieldRef
+  mode?: number
+  /** Where the item sits in its input, for errors: `spec.volumes[0].downwardAPI.items[2]`. */
+  where: string
+}
+
+/** A downwardAPI volume, or the downwardAPI sources of a projected volume, flattened. */
+export interface DownwardVolume {
+  name: string
+  kind: 'downwardAPI' | 'projected'
+  items: VolumeItem[]
+  defaultMode?: number
+  where: string
+}
+
+export interface Container {
+  name: string
+  limits: Map<string, Json>
+  requests: Map<string, Json>
+  where: string
+}
+
+export interface Pod {
+  name: string
+  namespace: string
+  uid: string
+  labels: Map<string, string>
+  annotations: Map<string, string>
+  /** spec.containers, then spec.initContainers: the order the kubelet searches them in. */
+  containers: Container[]
+  /** Every volume's name, and the downward API ones parsed. */
+  volumeNames: string[]
+  volumes: DownwardVolume[]
+  fsGroup?: number
+}
+
+function readItem(s: Shape): VolumeItem {
+  const item: VolumeItem = { path: s.field('path').str(), where: s.where }
+  const fr = s.field('fieldRef')
+  if (fr.present) {
+    item.fieldRef = { fieldPath: fr.field('fieldPath').str(), apiVersion: fr.field('apiVersion').str('v1') || 'v1' }
+  }
+  const rr = s.field('resourceFieldRef')
+  if (rr.present) {
+    item.resourceFieldRef = {
+      containerName: rr.field('containerName').str(),
+      resource: rr.field('resource').str(),
+      divisor: rr.field('divisor').value,
+    }
+  }
+  const mode = s.field('mode').int()
+  if (mode !== undefined) item.mode = mode
+  return item
+}
+
+/** A DownwardAPIVolumeSource: `{items: [...], defaultMode: 0644}`. */
+export function readDownwardAPISource(s: Shape, name: string): DownwardVolume {
+  const v: DownwardVolume = {
+    name, kind: 'downwardAPI', where: s.where,
+    items: s.field('items').list().map(readItem),
+  }
+  const mode = s.field('defaultMode').int()
+  if (mode !== undefined) v.defaultMode = mode
+  return v
+}
+
+function readVolume(s: Shape): DownwardVolume | undefined {
+  const name = s.field('name').str()
+  const dapi = s.field('downwardAPI')
+  if (dapi.present) return readDownwardAPISource(dapi, name)
+  const proj = s.field('projected')
+  if (!proj.present) return undefined
+  const items: VolumeItem[] = []
+  let sawDownwardAPI = false
+  for (const source of proj.field('sources').list()) {
+    const d = source.field('downwardAPI')
+    if (!d.present) continue
+    sawDownwardAPI = true
+    items.push(...d.field('items').list().map(readItem))
+  }
+  if (!sawDownwardAPI) return undefined
+  const v: DownwardVolume = { name, kind: 'projected', items, where: proj.where }
+  const mode = proj.field('defaultMode').int()
+  if (mode !== undefined) v.defaultMode = mode
+  return v
+}
+
+function readContainer(s: Shape): Container {
+  const res = s.field('resources')
+  const quantities = (f: Shape): Map<string, Json> => new Map(Object.entries(f.obj()))
+  return {
+    name: s.field('name').str(),
+    limits: quantities(res.field('limits')),
+    requests: quantities(res.field('requests')),
+    where: s.where,
+  }
+}
+
+/** Reads a Pod; `where` prefixes field names in errors (empty for a whole file). */
+export function readPod(raw: Json, where = ''): Pod {
+  const s = new Shape(raw, where)
+  s.obj()
+  const kind = s.field('kind').str()
+  if (kind && kind !== 'Pod') s.field('kind').fail(`must be Pod, not ${JSON.stringify(kind)}`)
+  const apiVersion = s.field('apiVersion').str()
+  if (apiVersion && apiVersion !== 'v1') s.field('apiVersion').fail(`must be v1 for a Pod, not ${JSON.stringify(apiVersion)}`)
+  const meta = s.field('metadata')
+  const spec = s.field('spec')
+  const volumes = spec.field('volumes').list()
+  const pod: Pod = {
+    name: meta.field('name').str(),
+    // A manifest without a namespace lands in "default", as kubectl would put it there.
+    namespace: meta.field('namespace').str() || 'default',
+    uid: meta.field('uid').str(),
+    labels: meta.field('labels').strMap(),
+    annotations: meta.field('annotations').strMap(),
+    containers: [...spec.field('containers').list(), ...spec.field('initContainers').list()].map(readContainer),
+    volumeNames: volumes.map((v) => v.field('name').str()),
+    volumes: volumes.map(readVolume).filter((v): v is DownwardVolume => v !== undefined),
+  }
+  const fsGroup = spec.field('securityContext').field('fsGroup').int()
+  if (fsGroup !== undefined) pod.fsGroup = fsGroup
+  return pod
+}
+
+/**
+ * Picks the volume to serve: the one named, or else the pod's only downward API volume.
+ * Each failure says which volumes there are.
+ */
+export function pickVolume(pod: Pod, name?: string): DownwardVolume {
+  const names = pod.volumes.map((v) => JSON.stringify(v.name)).join(', ')
+  if (name !== undefined) {
+    const v = pod.volumes.find((v) => v.name === name)
+    if (v) return v
+    const why = pod.volumeNames.includes(name)
+      ? 'is not a downwardAPI volume or a projected volume with downwardAPI sources'
+      : 'is not a volume of this pod'
+    throw new InputError('--volume', `${JSON.stringify(name)} ${why}` +
+      (names ? ` (downward API volumes: ${names})` : ' (it has no downward API volumes)'))
+  }
+  if (pod.volumes.length === 1) return pod.volumes[0]!
+  if (pod.volumes.length === 0) {
+    throw new InputError('spec.volumes', 'the pod has no downwardAPI volume and no projected volume with downwardAPI sources; give --items FILE')
+  }
+  throw new InputError('spec.volumes', `the pod has several downward API volumes (${names}); pick one with --volume NAME`)
+}

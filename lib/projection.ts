@@ -1,0 +1,111 @@
+// The projection: a pod and one of its downward API volumes in, the files the kubelet would
+// write out (path, bytes, mode). This is the kubelet's CollectData followed by the atomic
+// writer's payload checks and SetVolumeOwnership's mode change, with no I/O:
+//   - each item's path is cleaned (filepath.Clean) and checked; its mode is item.mode, or else
+//     the volume's defaultMode (0644 when unset); both must be within 0..0777;
+//   - fieldRef items give ExtractFieldPathAsString's text, resourceFieldRef items the
+//     container's resource value (resource.ts);
+//   - with an fsGroup, every file's mode gains 0440 and its group is the fsGroup;
+//   - any bad item fails the whole volume, as the kubelet then writes nothing. In a
+//     downwardAPI volume a later item with the same cleaned path replaces an earlier one (a Go
+//     map); a projected volume refuses duplicates, as the API server does.
+
+import { checkFieldRef, extractFieldPath } from './fieldpath.js'
+import { cleanPath, pathProblem } from './itempath.js'
+import type { DownwardVolume, Pod, VolumeItem } from './pod.js'
+import { checkResourceFieldRef, resourceValue, type Allocatable } from './resource.js'
+import { InputError } from './shape.js'
+
+export const DEFAULT_MODE = 0o644
+export const MODE_PROBLEM = 'must be a number between 0 and 0777 (octal), both inclusive'
+
+export interface ProjectedFile {
+  /** The cleaned path, relative to the volume. */
+  path: string
+  data: Buffer
+  /** Permission bits only (0..0777). */
+  mode: number
+}
+
+export interface Projection {
+  /** Sorted by path. */
+  files: ProjectedFile[]
+  /** The files' group: the fsGroup, when there is one. */
+  gid?: number
+}
+
+export interface ProjectOptions {
+  allocatable: Allocatable
+  /** Overrides the pod's spec.securityContext.fsGroup. */
+  fsGroup?: number
+}
+
+const modeOk = (m: number): boolean => Number.isInteger(m) && m >= 0 && m <= 0o777
+
+/** Names an item in errors by its path, as users know it. */
+function itemError(volume: DownwardVolume, item: VolumeItem, problem: string): InputError {
+  return new InputError(`volume ${JSON.stringify(volume.name)}, item ${JSON.stringify(item.path)}`, problem)
+}
+
+/**
+ * Checks what does not depend on the pod's data: paths, modes, field paths, resources and
+ * divisors. A volume that passes can still fail on a pod (a container that is not there).
+ */
+export function checkVolume(volume: DownwardVolume): void {
+  if (volume.defaultMode !== undefined && !modeOk(volume.defaultMode)) {
+    throw new InputError(`volume ${JSON.stringify(volume.name)}, defaultMode`, `${volume.defaultMode}: ${MODE_PROBLEM}`)
+  }
+  const seen = new Map<string, VolumeItem>()
+  for (const item of volume.items) {
+    const fail = (problem: string): never => { throw itemError(volume, item, problem) }
+    const pp = pathProblem(item.path)
+    if (pp) fail(`path ${pp}`)
+    if (item.mode !== undefined && !modeOk(item.mode)) fail(`mode ${item.mode}: ${MODE_PROBLEM}`)
+    if (item.fieldRef && item.resourceFieldRef) fail('fieldRef and resourceFieldRef can not be specified simultaneously')
+    if (!item.fieldRef && !item.resourceFieldRef) fail('one of fieldRef and resourceFieldRef is required')
+    try {
+      if (item.fieldRef) checkFieldRef(item.fieldRef)
+      else checkResourceFieldRef(item.resourceFieldRef!)
+    } catch (e) {
+      fail((e as Error).message)
+    }
+    const path = cleanPath(item.path)
+    if (seen.has(path) && volume.kind === 'projected') fail('conflicting duplicate paths')
+    seen.set(path, item)
+  }
+  // A file cannot also be a directory: the kubelet's write of one of them would fail.
+  const paths = new Set(seen.keys())
+  for (const [path, item] of seen) {
+    const parts = path.split('/')
+    for (let i = 1; i < parts.length; i++) {
+      const parent = parts.slice(0, i).join('/')
+      if (paths.has(parent)) {
+        throw itemError(volume, item, `path conflicts with item ${JSON.stringify(seen.get(parent)!.path)}, which is a file`)
+      }
+    }
+  }
+}
+
+export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions): Projection {
+  checkVolume(volume)
+  const defaultMode = volume.defaultMode ?? DEFAULT_MODE
+  const fsGroup = opts.fsGroup ?? pod.fsGroup
+  const byPath = new Map<string, ProjectedFile>()
+  for (const item of volume.items) {
+    let text: string
+    try {
+      text = item.fieldRef
+        ? extractFieldPath(pod, item.fieldRef.fieldPath)
+        : resourceValue(item.resourceFieldRef!, pod, opts.allocatable)
+    } catch (e) {
+      if (e instanceof InputError) throw e
+      throw itemError(volume, item, (e as Error).message)
+    }
+    let mode = item.mode ?? defaultMode
+    if (fsGroup !== undefined) mode |= 0o440
+    const path = cleanPath(item.path)
+    byPath.set(path, { path, data: Buffer.from(text, 'utf8'), mode })
+  }
+  const files = [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)))
+  return fsGroup !== undefined ? { files, gid: fsGroup } : { files }
+}
