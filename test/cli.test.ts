@@ -99,8 +99,8 @@ t.test('without --node-allocatable, this machine stands in for the node', async 
 t.test('bad input: one line naming the problem, exit 2, nothing on stdout', async (t) => {
   const pod = file('pod2.yaml', POD)
   const cases: [string[], RegExp][] = [
-    [[], /^dapifs: a command is required \(render, help\)$/],
-    [['frobnicate'], /^dapifs: unknown command "frobnicate" \(commands: render, help\)$/],
+    [[], /^dapifs: a command is required \(mount, render, demo, help\)$/],
+    [['frobnicate'], /^dapifs: unknown command "frobnicate" \(commands: mount, render, demo, help\)$/],
     [['render'], /^dapifs: --pod-file: is required: the pod to render \(YAML or JSON\)$/],
     [['render', '--pod-file'], /^dapifs: Option '--pod-file <value>' argument missing$/],
     [['render', '--pod', 'x'], /^dapifs: Unknown option '--pod'$/],

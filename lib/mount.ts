@@ -1,0 +1,167 @@
+// The FUSE adapter: fuse-native callbacks answered from the tree (tree.ts). It holds no state
+// of its own but the open files.
+//
+// Every handler runs on Node's main thread, one at a time, while libfuse's worker threads wait
+// for the answers; so handlers are synchronous and small. And this process must never make a
+// synchronous fs call on its own mount: the call would wait for a handler that can only run
+// after it returns (a deadlock that not even SIGKILL ends).
+//
+// Kernel caching is on (entry and attribute timeouts, kernel_cache for page contents). That is
+// safe because nothing under a name ever changes: a flip gives a new generation directory name,
+// which the kernel has never seen. Only the symlinks change, and libfuse2 never lets the kernel
+// cache a symlink's target, so every path walk asks for `..data` afresh.
+//
+// An open file keeps the bytes it was opened with, whatever flips come after, as a file opened
+// on the kubelet's tmpfs keeps its inode after the directory is replaced.
+//
+// Read-only: every mutation answers EROFS. An op left unimplemented would answer ENOSYS, so
+// each one is listed. flush and fsync are left out on purpose: the kernel takes their ENOSYS as
+// "nothing to do" and stops sending them, which saves a request on every close.
+
+import Fuse, { type Ops, type Stat as FuseStat } from 'fuse-native'
+import createDebug from 'debug'
+import type { Node, Stat, Tree } from './tree.js'
+
+const log = createDebug('dapifs:mount')
+const logRequest = createDebug('dapifs:requests')
+
+const O_ACCMODE = 3
+const O_TRUNC = 0o1000
+const W_OK = 2
+
+export interface MountOptions {
+  /** Let other users in (allow_other). Needs root, or user_allow_other in /etc/fuse.conf. */
+  allowOther?: boolean
+  /** Kernel entry and attribute cache timeout, seconds. */
+  cacheSeconds?: number
+  /** libfuse's own debug output. */
+  debug?: boolean
+  /** Called once per FUSE request with its op name (for counting). */
+  onRequest?: (op: string) => void
+}
+
+export const MUTATING_OPS = [
+  'create', 'write', 'truncate', 'ftruncate', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir',
+  'chmod', 'chown', 'utimens', 'setxattr', 'removexattr', 'mknod',
+] as const
+
+function toFuse(s: Stat): FuseStat {
+  return s
+}
+
+export function makeOps(tree: Tree, onRequest?: (op: string) => void): Ops {
+  const open = new Map<number, Node & { kind: 'file' }>()
+  let nextFd = 1
+  const count = onRequest ?? (logRequest.enabled ? (op: string): void => logRequest(op) : (): void => {})
+
+  const ops: Ops = {
+    getattr(path, cb) {
+      count('getattr')
+      const node = tree.lookup(path)
+      if (!node) return cb(Fuse.ENOENT)
+      cb(0, toFuse(node.stat))
+    },
+    fgetattr(path, fd, cb) {
+      count('fgetattr')
+      const node = open.get(fd) ?? tree.lookup(path)
+      if (!node) return cb(Fuse.ENOENT)
+      cb(0, toFuse(node.stat))
+    },
+    access(path, mode, cb) {
+      count('access')
+      if (!tree.lookup(path)) return cb(Fuse.ENOENT)
+      cb(mode & W_OK ? Fuse.EROFS : 0)
+    },
+    readlink(path, cb) {
+      count('readlink')
+      const node = tree.lookup(path)
+      if (!node) return cb(Fuse.ENOENT)
+      if (node.kind !== 'link') return cb(Fuse.EINVAL)
+      cb(0, node.target)
+    },
+    readdir(path, cb) {
+      count('readdir')
+      const node = tree.lookup(path)
+      if (!node) return cb(Fuse.ENOENT)
+      if (node.kind !== 'dir') return cb(Fuse.ENOTDIR)
+      cb(0, ['.', '..', ...node.entries])
+    },
+    open(path, flags, cb) {
+      count('open')
+      const node = tree.lookup(path)
+      if (!node) return cb(Fuse.ENOENT)
+      if (node.kind === 'dir') return cb(Fuse.EISDIR)
+      if (node.kind !== 'file') return cb(Fuse.EINVAL)
+      if ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC) return cb(Fuse.EROFS)
+      const fd = nextFd++
+      open.set(fd, node)
+      cb(0, fd)
+    },
+    read(path, fd, buf, len, pos, cb) {
+      count('read')
+      const node = open.get(fd)
+      if (!node) return cb(Fuse.EBADF)
+      if (pos >= node.data.length) return cb(0)
+      cb(node.data.copy(buf, 0, pos, Math.min(node.data.length, pos + len)))
+    },
+    release(path, fd, cb) {
+      count('release')
+      open.delete(fd)
+      cb(0)
+    },
+    statfs(path, cb) {
+      count('statfs')
+      cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, favail: 0, fsid: 0, flag: 1, namemax: 255 })
+    },
+    getxattr(path, name, position, cb) {
+      count('getxattr')
+      cb(tree.lookup(path) ? Fuse.ENODATA : Fuse.ENOENT)
+    },
+    listxattr(path, cb) {
+      count('listxattr')
+      if (!tree.lookup(path)) return cb(Fuse.ENOENT)
+      cb(0, [])
+    },
+  }
+  for (const op of MUTATING_OPS) {
+    ops[op] = (...args: unknown[]): void => {
+      count(op)
+      log('%s %s: EROFS', op, args[0])
+      const cb = args[args.length - 1] as (code: number) => void
+      cb(Fuse.EROFS)
+    }
+  }
+  return ops
+}
+
+/** A mounted tree. */
+export class Mount {
+  private readonly fuse: Fuse
+
+  constructor(readonly mountpoint: string, tree: Tree, opts: MountOptions = {}) {
+    const cache = String(opts.cacheSeconds ?? 60)
+    this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest), {
+      force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
+      mkdir: false,
+      allowOther: opts.allowOther ?? true,
+      defaultPermissions: true,
+      kernelCache: true,
+      entryTimeout: cache,
+      attrTimeout: cache,
+      // fuse-native has no noatime option, and joins its options with commas. Without noatime
+      // the kernel drops the cached atime after each read, and the next fstat costs a request.
+      fsname: 'dapifs,noatime',
+      subtype: 'dapifs',
+      timeout: false, // our handlers answer at once; the per-op timer only costs time
+      debug: opts.debug ?? false,
+    })
+  }
+
+  mount(): Promise<void> {
+    return new Promise((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
+  }
+
+  unmount(): Promise<void> {
+    return new Promise((resolve, reject) => this.fuse.unmount((err) => (err ? reject(err) : resolve())))
+  }
+}

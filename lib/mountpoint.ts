@@ -1,0 +1,67 @@
+// Checks a mountpoint before mounting, and cleans up after a killed daemon.
+//
+// A daemon that died without unmounting leaves its mount behind, answering every access with
+// ENOTCONN ("Transport endpoint is not connected"). Such a stale mount is lazily unmounted
+// before we mount again; a live mount there is refused, as is a path that is missing or not a
+// directory. Nothing here touches the mountpoint synchronously: a hung filesystem there must
+// not hang us, so its stat has a time limit.
+
+import { execFile } from 'node:child_process'
+import { readFile, stat } from 'node:fs/promises'
+import path from 'node:path'
+import { InputError } from './shape.js'
+
+/** The mount points listed in /proc/self/mountinfo, with their filesystem types. */
+export async function mounts(): Promise<Map<string, string>> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8')
+  const out = new Map<string, string>()
+  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
+  for (const line of text.split('\n')) {
+    const f = line.split(' ')
+    const dash = f.indexOf('-')
+    if (f.length < 10 || dash < 0) continue
+    out.set(unescape(f[4]!), f[dash + 1]!)
+  }
+  return out
+}
+
+function statWithin(p: string, ms: number): Promise<NodeJS.ErrnoException | null> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), ms)
+    stat(p).then(() => null, (e: NodeJS.ErrnoException) => e).then((r) => { clearTimeout(timer); resolve(r) })
+  })
+}
+
+export function lazyUnmount(mountpoint: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('fusermount', ['-uz', mountpoint], (err, _out, stderr) => (err ? reject(new Error(stderr.trim() || err.message)) : resolve()))
+  })
+}
+
+/**
+ * Makes sure `mountpoint` can be mounted on: an existing directory with nothing live mounted
+ * there. Returns whether a stale mount was cleaned up. Throws InputError (exit 2) otherwise.
+ */
+export async function prepareMountpoint(mountpoint: string): Promise<boolean> {
+  const abs = path.resolve(mountpoint)
+  const fail = (problem: string): never => { throw new InputError(mountpoint, problem) }
+  const type = (await mounts()).get(abs)
+  if (type !== undefined) {
+    const err = await statWithin(abs, 2000)
+    if (err?.code !== 'ENOTCONN') {
+      fail(`is busy: a ${type} filesystem is mounted there${err ? ` (${err.code})` : ''}; unmount it first`)
+    }
+    try {
+      await lazyUnmount(abs)
+    } catch (e) {
+      fail(`a stale mount is there and could not be unmounted: ${(e as Error).message}`)
+    }
+    return true
+  }
+  const err = await statWithin(abs, 2000).then((e) => e)
+  if (err?.code === 'ENOENT') fail('does not exist (create the directory first)')
+  if (err) fail(`cannot be used: ${err.code ?? err.message}`)
+  const st = await stat(abs)
+  if (!st.isDirectory()) fail('is not a directory')
+  return false
+}

@@ -1,0 +1,58 @@
+// Types for fuse-native 2.2.6 (it ships none): the parts dapifs uses.
+declare module 'fuse-native' {
+  type Cb<T = unknown> = (code: number, value?: T) => void
+  export interface Stat {
+    mtime: Date | number; atime: Date | number; ctime: Date | number
+    size: number; mode: number; uid: number; gid: number
+    nlink?: number; ino?: number; dev?: number
+  }
+  export interface Statfs {
+    bsize: number; frsize: number; blocks: number; bfree: number; bavail: number
+    files: number; ffree: number; favail: number; fsid: number; flag: number; namemax: number
+  }
+  export interface Ops {
+    init?(cb: (code: number) => void): void
+    access?(path: string, mode: number, cb: (code: number) => void): void
+    statfs?(path: string, cb: Cb<Statfs>): void
+    getattr?(path: string, cb: Cb<Stat>): void
+    fgetattr?(path: string, fd: number, cb: Cb<Stat>): void
+    readdir?(path: string, cb: Cb<string[]>): void
+    readlink?(path: string, cb: Cb<string>): void
+    open?(path: string, flags: number, cb: Cb<number>): void
+    opendir?(path: string, flags: number, cb: Cb<number>): void
+    read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesOrErr: number) => void): void
+    release?(path: string, fd: number, cb: (code: number) => void): void
+    releasedir?(path: string, fd: number, cb: (code: number) => void): void
+    getxattr?(path: string, name: string, position: number, cb: Cb<Buffer | null>): void
+    listxattr?(path: string, cb: Cb<string[]>): void
+    [op: string]: ((...args: any[]) => void) | undefined
+  }
+  export interface Opts {
+    debug?: boolean; force?: boolean; mkdir?: boolean; autoUnmount?: boolean
+    allowOther?: boolean; defaultPermissions?: boolean; kernelCache?: boolean; autoCache?: boolean
+    entryTimeout?: number | string; attrTimeout?: number | string
+    fsname?: string; subtype?: string; maxRead?: number
+    timeout?: number | false
+  }
+  class Fuse {
+    constructor(mnt: string, ops: Ops, opts?: Opts)
+    readonly mnt: string
+    mount(cb: (err: Error | null) => void): void
+    unmount(cb: (err: Error | null) => void): void
+    static unmount(mnt: string, cb: (err: Error | null) => void): void
+    static readonly EPERM: number
+    static readonly ENOENT: number
+    static readonly EIO: number
+    static readonly EBADF: number
+    static readonly EACCES: number
+    static readonly EEXIST: number
+    static readonly ENOTDIR: number
+    static readonly EISDIR: number
+    static readonly EINVAL: number
+    static readonly EROFS: number
+    static readonly ENOSYS: number
+    static readonly ENODATA: number
+    static readonly ENOTCONN: number
+  }
+  export default Fuse
+}
