@@ -142,6 +142,8 @@ t.test('read-only: every change fails with EROFS', async (t) => {
     ['chown', ['1', `${m}/..data/labels`]],
     ['truncate', ['-s', '0', `${m}/labels`]],
     ['mkfifo', [`${m}/fifo`]],
+    ['python3', ['-c', 'import os,sys; os.setxattr(sys.argv[1], "user.k", b"v")', `${m}/..data/labels`]],
+    ['python3', ['-c', 'import os,sys; os.removexattr(sys.argv[1], "user.k")', `${m}/..data/labels`]],
   ]
   for (const [cmd, args] of attempts) {
     const r = await run(cmd, args)
