@@ -1,28 +1,28 @@
-// The command line: `dapifs render …` (and the commands later issues add). A usage or input
-// error is one line on stderr and exit code 2; nothing else is printed for it.
+// The command line: mount, render, demo, help. A usage or input error is one line on stderr
+// and exit code 2; nothing else is printed for it.
 
-import { readFile, mkdir } from 'node:fs/promises'
+import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import createDebug from 'debug'
-import { Daemon } from './daemon.js'
-import { parseId, readPodFile, readSettings, volumeOf, type InputFlags } from './input.js'
-import { prepareMountpoint } from './mountpoint.js'
+import { allocatableFromNode } from './allocatable.js'
+import { parseId, parsePodText, readSettings, readText, volumeOf, type InputFlags, type Settings } from './input.js'
+import { readPod, type Pod } from './pod.js'
 import { project, type Projection } from './projection.js'
+import { serve, type ServeFlags } from './serve.js'
 import { InputError } from './shape.js'
-import { FileSource } from './source/file.js'
 
 export class UsageError extends InputError {}
 
+const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--context NAME])
+                [--volume NAME] [--items FILE] [--fs-group GID]
+                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q]`
 const USAGE = `usage:
-  dapifs mount MOUNTPOINT --pod-file FILE [--volume NAME] [--items FILE]
-                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--fs-group GID]
-                [--uid UID] [--gid GID] [--debug]
+  dapifs mount MOUNTPOINT ${INPUTS}
+                [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--debug]
       Serve the pod's downward API volume at MOUNTPOINT until SIGINT or SIGTERM, following
-      changes to FILE.
-  dapifs render --pod-file FILE [--volume NAME] [--items FILE]
-                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--fs-group GID]
+      the pod file, or the pod in its cluster.
+  dapifs render ${INPUTS}
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
   dapifs demo [MOUNTPOINT]
       Mount the example pod (examples/dapi-volume.yaml) at MOUNTPOINT (default /tmp/dapifs-demo).
@@ -32,6 +32,9 @@ const COMMANDS = 'mount, render, demo, help'
 
 const INPUT_OPTIONS = {
   'pod-file': { type: 'string' },
+  pod: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  context: { type: 'string' },
   volume: { type: 'string' },
   items: { type: 'string' },
   'node-allocatable': { type: 'string' },
@@ -43,6 +46,8 @@ const MOUNT_OPTIONS = {
   uid: { type: 'string' },
   gid: { type: 'string' },
   debug: { type: 'boolean' },
+  'no-wait': { type: 'boolean' },
+  'exit-on-delete': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
 type Values = Record<string, string | boolean | undefined>
@@ -63,14 +68,14 @@ function parse(args: string[], options: ParseArgsConfig['options'], maxPositiona
   }
 }
 
+const FLAG_KEYS: [string, keyof InputFlags][] = [
+  ['pod-file', 'podFile'], ['pod', 'pod'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['volume', 'volume'],
+  ['items', 'items'], ['node-allocatable', 'nodeAllocatable'], ['fs-group', 'fsGroup'],
+]
+
 function inputFlags(v: Values): InputFlags {
-  const s = (k: string): string | undefined => (typeof v[k] === 'string' ? (v[k] as string) : undefined)
   const flags: InputFlags = {}
-  const podFile = s('pod-file'); if (podFile !== undefined) flags.podFile = podFile
-  const volume = s('volume'); if (volume !== undefined) flags.volume = volume
-  const items = s('items'); if (items !== undefined) flags.items = items
-  const na = s('node-allocatable'); if (na !== undefined) flags.nodeAllocatable = na
-  const fg = s('fs-group'); if (fg !== undefined) flags.fsGroup = fg
+  for (const [flag, key] of FLAG_KEYS) if (typeof v[flag] === 'string') flags[key] = v[flag] as string
   return flags
 }
 
@@ -81,69 +86,64 @@ export function renderJson(p: Projection): string {
   return JSON.stringify(p.gid !== undefined ? { files, gid: p.gid } : { files }, null, 2) + '\n'
 }
 
-const say = (line: string): void => { process.stderr.write(`dapifs: ${line}\n`) }
-
-/** allow_other needs root, or user_allow_other in /etc/fuse.conf. */
-async function canAllowOther(): Promise<boolean> {
-  if (process.getuid?.() === 0) return true
-  const conf = await readFile('/etc/fuse.conf', 'utf8').catch(() => '')
-  return /^\s*user_allow_other\b/m.test(conf)
-}
-
-/** Mounts and serves until SIGINT or SIGTERM; resolves with the exit code. */
-async function serve(mountpoint: string, flags: InputFlags, v: Values, hint?: (mnt: string) => string): Promise<number> {
-  if (flags.podFile === undefined) throw new UsageError('--pod-file', 'is required: the pod to serve (YAML or JSON)')
-  if (v.debug) createDebug.enable('dapifs:*')
-  const settings = await readSettings(flags)
-  const uid = typeof v.uid === 'string' ? parseId(v.uid, '--uid') : undefined
-  const gid = typeof v.gid === 'string' ? parseId(v.gid, '--gid') : undefined
-  const pod = await readPodFile(flags.podFile)
-  const allowOther = await canAllowOther()
-  const daemon = new Daemon({
-    mountpoint, settings, say, allowOther,
-    ...(uid !== undefined ? { uid } : {}), ...(gid !== undefined ? { gid } : {}),
-  })
+function renderPod(pod: Pod, settings: Settings, where: string): Projection {
   try {
-    daemon.apply(pod) // a pod that cannot be served is refused before anything is mounted
+    return project(pod, volumeOf(pod, settings), settings)
   } catch (e) {
-    if (e instanceof InputError && !e.where.startsWith('--')) throw new InputError(flags.podFile, e.message)
+    if (e instanceof InputError && !e.where.startsWith('--')) throw new InputError(where, e.message)
     throw e
   }
-  if (await prepareMountpoint(mountpoint)) say(`${mountpoint}: unmounted a stale mount left by a daemon that died`)
+}
+
+/** One look at the pod in its cluster (and its node, for allocatable). */
+async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projection> {
+  // Loaded only here: @kubernetes/client-node takes most of a second to load.
+  const { CoreV1Api } = await import('@kubernetes/client-node')
+  const { describeError, loadKubeConfig, parsePodRef } = await import('./source/kube.js')
+  const ref = parsePodRef(flags.pod!)
+  const { kc, context } = loadKubeConfig(flags)
+  const who = `pod ${ref.namespace}/${ref.name} (context ${context})`
+  const core = kc.makeApiClient(CoreV1Api)
+  let raw: unknown
   try {
-    await daemon.start(pod)
+    raw = await core.readNamespacedPod({ namespace: ref.namespace, name: ref.name })
   } catch (e) {
-    throw new InputError(mountpoint, `cannot mount: ${(e as Error).message}`)
+    throw new InputError(who, describeError(e, 'get').replace(/; retrying$/, ''))
   }
-  const source = new FileSource(flags.podFile, daemon)
-  source.start()
-  const gen = daemon.generation!
-  const volume = settings.items ? '--items' : volumeOf(pod, settings).name
-  say(`ready: serving volume ${JSON.stringify(volume)} of pod ${pod.namespace}/${pod.name} at ${mountpoint} ` +
-    `(${gen.name}, ${gen.projection.files.length} files); following ${flags.podFile}`)
-  if (!allowOther) say('only this user can read the mount: allow_other needs root or user_allow_other in /etc/fuse.conf')
-  if (hint) process.stderr.write(hint(mountpoint))
-  return new Promise((resolve) => {
-    const stop = (signal: string): void => {
-      say(`${signal}: unmounting ${mountpoint}`)
-      source.stop()
-      // fuse-native's unmount can stall joining its thread after the kernel side is gone.
-      const timer = setTimeout(() => resolve(0), 3000)
-      daemon.stop().then(() => { clearTimeout(timer); resolve(0) }, (e: Error) => {
-        say(`unmount failed: ${e.message}`)
-        clearTimeout(timer)
-        resolve(1)
-      })
+  let pod: Pod
+  try { pod = readPod(raw) } catch (e) { throw new InputError(who, (e as Error).message) }
+  if (pod.nodeName && flags.nodeAllocatable === undefined) {
+    try {
+      const node = await core.readNode({ name: pod.nodeName })
+      settings = { ...settings, allocatable: allocatableFromNode(node.status?.allocatable as Record<string, unknown> | undefined) }
+    } catch (e) {
+      process.stderr.write(`dapifs: node ${pod.nodeName}: ${describeError(e, 'get').replace(/; retrying$/, '')}; unset limits read this machine's allocatable\n`)
     }
-    process.once('SIGINT', () => stop('SIGINT'))
-    process.once('SIGTERM', () => stop('SIGTERM'))
-  })
+  }
+  return renderPod(pod, settings, who)
+}
+
+async function render(args: string[]): Promise<void> {
+  const flags = inputFlags(parse(args, INPUT_OPTIONS)[0])
+  if (flags.podFile !== undefined && flags.pod !== undefined) throw new InputError('--pod', 'cannot be combined with --pod-file')
+  if (flags.podFile === undefined && flags.pod === undefined) throw new UsageError('', 'one of --pod-file FILE or --pod NAMESPACE/NAME is required: the pod to render')
+  const settings = await readSettings(flags)
+  const projection = flags.podFile !== undefined
+    ? renderPod(parsePodText(await readText(flags.podFile, '--pod-file'), flags.podFile), settings, flags.podFile)
+    : await clusterPod(flags, settings)
+  process.stdout.write(renderJson(projection))
 }
 
 async function mountCommand(args: string[]): Promise<number> {
   const [v, [mountpoint]] = parse(args, MOUNT_OPTIONS, 1)
   if (mountpoint === undefined) throw new UsageError('', 'mount needs a MOUNTPOINT: dapifs mount MOUNTPOINT --pod-file FILE')
-  return serve(mountpoint, inputFlags(v), v)
+  const flags: ServeFlags = inputFlags(v)
+  if (typeof v.uid === 'string') flags.uid = parseId(v.uid, '--uid')
+  if (typeof v.gid === 'string') flags.gid = parseId(v.gid, '--gid')
+  if (v.debug) flags.debug = true
+  if (v['no-wait']) flags.noWait = true
+  if (v['exit-on-delete']) flags.exitOnDelete = true
+  return serve(mountpoint, flags)
 }
 
 const EXAMPLE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'examples', 'dapi-volume.yaml')
@@ -153,7 +153,7 @@ async function demo(args: string[]): Promise<number> {
   const mnt = path.resolve(where ?? '/tmp/dapifs-demo')
   await mkdir(mnt, { recursive: true }).catch(() => {}) // a stale mount there is dealt with by serve
   const example = path.relative(process.cwd(), EXAMPLE) || EXAMPLE
-  return serve(mnt, { podFile: example }, v, (m) => `
+  return serve(mnt, { podFile: example, ...(v.debug ? { debug: true } : {}) }, (m) => `
 Try, in another terminal:
   ls -la ${m}
   cat ${m}/labels; echo
@@ -163,23 +163,6 @@ Then change a label or an annotation in ${example} and save:
 ..data flips to a new directory, and cat shows the new bytes.
 Stop with Ctrl-C (SIGINT) or SIGTERM: it unmounts.
 `)
-}
-
-async function render(args: string[]): Promise<void> {
-  const flags = inputFlags(parse(args, INPUT_OPTIONS)[0])
-  if (flags.podFile === undefined) throw new UsageError('--pod-file', 'is required: the pod to render (YAML or JSON)')
-  const settings = await readSettings(flags)
-  const pod = await readPodFile(flags.podFile)
-  let projection: Projection
-  try {
-    projection = project(pod, volumeOf(pod, settings), settings)
-  } catch (e) {
-    if (e instanceof InputError && !(e instanceof UsageError) && !e.where.startsWith('--')) {
-      throw new InputError(flags.podFile, e.message)
-    }
-    throw e
-  }
-  process.stdout.write(renderJson(projection))
 }
 
 export async function main(argv: string[]): Promise<number> {

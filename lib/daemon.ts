@@ -14,7 +14,9 @@ import { volumeOf, type Settings } from './input.js'
 import { Mount, type MountOptions } from './mount.js'
 import type { Pod } from './pod.js'
 import { project } from './projection.js'
+import type { Allocatable } from './resource.js'
 import type { PodSink } from './source/file.js'
+import type { KubeSink } from './source/kube.js'
 import { Tree } from './tree.js'
 
 const log = createDebug('dapifs:daemon')
@@ -28,7 +30,7 @@ export interface DaemonOptions extends MountOptions {
   say: (line: string) => void
 }
 
-export class Daemon implements PodSink {
+export class Daemon implements PodSink, KubeSink {
   readonly tree: Tree
   private readonly generations = new Generations()
   private readonly mount: Mount
@@ -47,9 +49,14 @@ export class Daemon implements PodSink {
     return this.tree.generation
   }
 
-  /** Renders the pod; flips if its files differ. Throws (InputError) if it cannot be rendered. */
-  apply(pod: Pod): boolean {
-    const projection = project(pod, volumeOf(pod, this.opts.settings), this.opts.settings)
+  /**
+   * Renders the pod (with the node's allocatable, or else the fallback); flips if its files
+   * differ. Throws (InputError) if it cannot be rendered.
+   */
+  apply(pod: Pod, allocatable?: Allocatable): boolean {
+    const { settings } = this.opts
+    const opts = { allocatable: allocatable ?? settings.allocatable, ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}) }
+    const projection = project(pod, volumeOf(pod, settings), opts)
     const current = this.tree.generation
     if (current && sameContent(current.projection, projection)) return false
     let gen: Generation
@@ -60,9 +67,8 @@ export class Daemon implements PodSink {
     return true
   }
 
-  /** Renders the first pod and mounts. */
-  async start(pod: Pod): Promise<void> {
-    this.apply(pod)
+  /** Mounts the generation apply() made. */
+  async start(): Promise<void> {
     await this.mount.mount()
   }
 
@@ -71,9 +77,13 @@ export class Daemon implements PodSink {
   }
 
   pod(pod: Pod): void {
+    this.update(pod, undefined)
+  }
+
+  update(pod: Pod, allocatable: Allocatable | undefined): void {
     const before = this.tree.generation
     try {
-      if (this.apply(pod)) {
+      if (this.apply(pod, allocatable)) {
         const changed = changedPaths(before, this.tree.generation!)
         this.opts.say(`flipped to ${this.tree.generation!.name}: ${changed.join(', ') || 'modes or group'} changed`)
       } else {
@@ -88,7 +98,17 @@ export class Daemon implements PodSink {
   problem(message: string): void {
     if (message === this.lastProblem) return
     this.lastProblem = message
-    this.opts.say(`${message} (still serving ${this.tree.generation?.name ?? 'nothing'})`)
+    const gen = this.tree.generation
+    this.opts.say(gen ? `${message} (still serving ${gen.name})` : message)
+  }
+
+  info(message: string): void {
+    this.lastProblem = undefined
+    this.opts.say(message)
+  }
+
+  deleted(message: string): void {
+    this.opts.say(`${message}; still serving its last generation, ${this.tree.generation?.name}`)
   }
 }
 

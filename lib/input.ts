@@ -12,6 +12,9 @@ import { InputError, Shape, isObj } from './shape.js'
 
 export interface InputFlags {
   podFile?: string
+  pod?: string
+  kubeconfig?: string
+  context?: string
   volume?: string
   items?: string
   nodeAllocatable?: string

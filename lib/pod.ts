@@ -45,6 +45,8 @@ export interface Pod {
   volumeNames: string[]
   volumes: DownwardVolume[]
   fsGroup?: number
+  /** spec.nodeName: set once the pod is scheduled. */
+  nodeName?: string
 }
 
 function readItem(s: Shape): VolumeItem {
@@ -133,6 +135,8 @@ export function readPod(raw: Json, where = ''): Pod {
   }
   const fsGroup = spec.field('securityContext').field('fsGroup').int()
   if (fsGroup !== undefined) pod.fsGroup = fsGroup
+  const nodeName = spec.field('nodeName').str()
+  if (nodeName) pod.nodeName = nodeName
   return pod
 }
 

@@ -101,9 +101,11 @@ t.test('bad input: one line naming the problem, exit 2, nothing on stdout', asyn
   const cases: [string[], RegExp][] = [
     [[], /^dapifs: a command is required \(mount, render, demo, help\)$/],
     [['frobnicate'], /^dapifs: unknown command "frobnicate" \(commands: mount, render, demo, help\)$/],
-    [['render'], /^dapifs: --pod-file: is required: the pod to render \(YAML or JSON\)$/],
+    [['render'], /^dapifs: one of --pod-file FILE or --pod NAMESPACE\/NAME is required: the pod to render$/],
     [['render', '--pod-file'], /^dapifs: Option '--pod-file <value>' argument missing$/],
-    [['render', '--pod', 'x'], /^dapifs: Unknown option '--pod'$/],
+    [['render', '--pdo', 'x'], /^dapifs: Unknown option '--pdo'$/],
+    [['render', '--pod', 'x'], /^dapifs: --pod: "x" is not NAMESPACE\/NAME/],
+    [['render', '--pod', 'a/b', '--pod-file', 'f'], /^dapifs: --pod: cannot be combined with --pod-file$/],
     [['render', '--pod-file', pod, 'extra'], /^dapifs: unexpected argument "extra"$/],
     [['render', '--pod-file', path.join(dir, 'nope.yaml')], /^dapifs: --pod-file: cannot read .*nope\.yaml: no such file$/],
     [['render', '--pod-file', dir], /^dapifs: --pod-file: cannot read .*: is a directory$/],

@@ -280,7 +280,7 @@ t.test('start-up errors: one line, exit 2, nothing mounted', async (t) => {
     [['mount', mnt, '--pod-file', bad], /^dapifs: .*bad\.yaml: volume "v", item "x": unsupported fieldPath: spec\.nodeName/],
     [['mount', path.join(dir, 'nope'), '--pod-file', podFile], /^dapifs: .*nope: does not exist \(create the directory first\)$/],
     [['mount', file, '--pod-file', podFile], /^dapifs: .*file: is not a directory$/],
-    [['mount', mnt], /^dapifs: --pod-file: is required/],
+    [['mount', mnt], /^dapifs: one of --pod-file FILE or --pod NAMESPACE\/NAME is required/],
     [['mount', '--pod-file', podFile], /^dapifs: mount needs a MOUNTPOINT/],
     [['mount', mnt, '--pod-file', podFile, '--uid', 'root'], /^dapifs: --uid: "root" is not a numeric id/],
   ]
