@@ -19,7 +19,7 @@ const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--c
                 [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q]`
 const USAGE = `usage:
   dapifs mount MOUNTPOINT ${INPUTS}
-                [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--debug]
+                [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify] [--debug]
       Serve the pod's downward API volume at MOUNTPOINT until SIGINT or SIGTERM, following
       the pod file, or the pod in its cluster.
   dapifs render ${INPUTS}
@@ -48,6 +48,7 @@ const MOUNT_OPTIONS = {
   debug: { type: 'boolean' },
   'no-wait': { type: 'boolean' },
   'exit-on-delete': { type: 'boolean' },
+  'no-inotify': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
 type Values = Record<string, string | boolean | undefined>
@@ -143,6 +144,7 @@ async function mountCommand(args: string[]): Promise<number> {
   if (v.debug) flags.debug = true
   if (v['no-wait']) flags.noWait = true
   if (v['exit-on-delete']) flags.exitOnDelete = true
+  if (v['no-inotify']) flags.noInotify = true
   return serve(mountpoint, flags)
 }
 

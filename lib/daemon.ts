@@ -1,14 +1,16 @@
 // The serving daemon: pods in (from a source), generations out (through the tree and mount).
 //
 //   1. Each pod that arrives is rendered with the mount's settings (projection.ts).
-//   2. If the rendering serves different bytes, modes or group than the current generation, it
-//      becomes a new generation with a new directory name, and the tree flips to it at once.
-//      Otherwise nothing changes: readers keep the same names and the kernel keeps its caches.
+//   2. If the rendering serves different bytes, modes or group than the latest generation, it
+//      becomes a new generation with a new directory name, and the mount flips to it at once,
+//      through the VFS so that inotify watchers see it (flip.ts). Otherwise nothing changes:
+//      readers keep the same names and the kernel keeps its caches.
 //   3. A pod that cannot be rendered, or a source problem, is reported (once, until the next
 //      success or a different problem), and the current generation keeps being served.
 // The first pod must render, or there is nothing to serve: start() refuses it.
 
 import createDebug from 'debug'
+import { Flipper } from './flip.js'
 import { Generations, sameContent, type Generation } from './generation.js'
 import { volumeOf, type Settings } from './input.js'
 import { Mount, type MountOptions } from './mount.js'
@@ -28,21 +30,38 @@ export interface DaemonOptions extends MountOptions {
   gid?: number
   /** One line for the operator (stderr). */
   say: (line: string) => void
+  /** Flip inside the daemon only, without inotify events (--no-inotify). */
+  noInotify?: boolean
 }
 
 export class Daemon implements PodSink, KubeSink {
   readonly tree: Tree
   private readonly generations = new Generations()
+  private readonly flipper: Flipper
   private readonly mount: Mount
+  /** The latest generation asked for: current, or on its way. */
+  private latest: Generation | undefined
   private lastProblem: string | undefined
-  flips = 0
+  private lastFallback: string | undefined
 
   constructor(private readonly opts: DaemonOptions) {
     const treeOpts: { uid?: number; gid?: number } = {}
     if (opts.uid !== undefined) treeOpts.uid = opts.uid
     if (opts.gid !== undefined) treeOpts.gid = opts.gid
     this.tree = new Tree(treeOpts)
-    this.mount = new Mount(opts.mountpoint, this.tree, opts)
+    let shown: Generation | undefined
+    this.flipper = new Flipper(this.tree, opts.mountpoint, {
+      flipped: (gen) => {
+        if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).join(', ') || 'modes or group'} changed`)
+        shown = gen
+      },
+      fellBack: (reason) => {
+        if (reason !== this.lastFallback) opts.say(reason)
+        this.lastFallback = reason
+      },
+    })
+    if (opts.noInotify) this.flipper.vfs = false
+    this.mount = new Mount(opts.mountpoint, this.tree, { ...opts, accept: (m) => this.flipper.accept(m), gate: this.flipper.gate })
   }
 
   get generation(): Generation | undefined {
@@ -57,22 +76,25 @@ export class Daemon implements PodSink, KubeSink {
     const { settings } = this.opts
     const opts = { allocatable: allocatable ?? settings.allocatable, ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}) }
     const projection = project(pod, volumeOf(pod, settings), opts)
-    const current = this.tree.generation
-    if (current && sameContent(current.projection, projection)) return false
+    if (this.latest && sameContent(this.latest.projection, projection)) return false
     let gen: Generation
     do gen = this.generations.create(projection)
     while (this.tree.has(gen.name))
-    this.tree.flip(gen)
-    if (current) this.flips++
+    this.latest = gen
+    void this.flipper.request(gen)
     return true
   }
 
-  /** Mounts the generation apply() made. */
+  /** Mounts the generation apply() made; flips go through the VFS from now on. */
   async start(): Promise<void> {
+    await this.flipper.idle()
     await this.mount.mount()
+    this.flipper.live = true
   }
 
   async stop(): Promise<void> {
+    await this.flipper.idle()
+    this.flipper.live = false
     await this.mount.unmount()
   }
 
@@ -81,14 +103,8 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   update(pod: Pod, allocatable: Allocatable | undefined): void {
-    const before = this.tree.generation
     try {
-      if (this.apply(pod, allocatable)) {
-        const changed = changedPaths(before, this.tree.generation!)
-        this.opts.say(`flipped to ${this.tree.generation!.name}: ${changed.join(', ') || 'modes or group'} changed`)
-      } else {
-        log('pod read, files unchanged')
-      }
+      if (!this.apply(pod, allocatable)) log('pod read, files unchanged')
       this.lastProblem = undefined
     } catch (e) {
       this.problem((e as Error).message)

@@ -20,6 +20,7 @@
 
 import Fuse, { type Ops, type Stat as FuseStat } from 'fuse-native'
 import createDebug from 'debug'
+import type { Gate, Mutation } from './flip.js'
 import type { Node, Stat, Tree } from './tree.js'
 
 const log = createDebug('dapifs:mount')
@@ -38,6 +39,10 @@ export interface MountOptions {
   debug?: boolean
   /** Called once per FUSE request with its op name (for counting). */
   onRequest?: (op: string) => void
+  /** Whether a mutation is the daemon's own pending flip step (flip.ts); all others get EROFS. */
+  accept?: (m: Mutation) => boolean
+  /** Holds top-level readlinks while ..data is renamed (flip.ts). */
+  gate?: Gate
 }
 
 export const MUTATING_OPS = [
@@ -49,7 +54,7 @@ function toFuse(s: Stat): FuseStat {
   return s
 }
 
-export function makeOps(tree: Tree, onRequest?: (op: string) => void): Ops {
+export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m: Mutation) => boolean = () => false, gate?: Gate): Ops {
   const open = new Map<number, Node & { kind: 'file' }>()
   let nextFd = 1
   const count = onRequest ?? (logRequest.enabled ? (op: string): void => logRequest(op) : (): void => {})
@@ -58,7 +63,7 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void): Ops {
     getattr(path, cb) {
       count('getattr')
       const node = tree.lookup(path)
-      if (!node) return cb(Fuse.ENOENT)
+      if (!node) { log('getattr %s: ENOENT', path); return cb(Fuse.ENOENT) }
       cb(0, toFuse(node.stat))
     },
     fgetattr(path, fd, cb) {
@@ -74,10 +79,17 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void): Ops {
     },
     readlink(path, cb) {
       count('readlink')
-      const node = tree.lookup(path)
-      if (!node) return cb(Fuse.ENOENT)
-      if (node.kind !== 'link') return cb(Fuse.EINVAL)
-      cb(0, node.target)
+      const answer = (): void => {
+        const node = tree.lookup(path)
+        if (!node) { log('readlink %s: ENOENT', path); return cb(Fuse.ENOENT) }
+        if (node.kind !== 'link') return cb(Fuse.EINVAL)
+        cb(0, node.target)
+      }
+      if (gate) {
+        if (path === '/..data') gate.lastData = performance.now()
+        else if (gate.closed && path.lastIndexOf('/') === 0) return gate.hold(answer)
+      }
+      answer()
     },
     readdir(path, cb) {
       count('readdir')
@@ -89,7 +101,7 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void): Ops {
     open(path, flags, cb) {
       count('open')
       const node = tree.lookup(path)
-      if (!node) return cb(Fuse.ENOENT)
+      if (!node) { log('open %s: ENOENT', path); return cb(Fuse.ENOENT) }
       if (node.kind === 'dir') return cb(Fuse.EISDIR)
       if (node.kind !== 'file') return cb(Fuse.EINVAL)
       if ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC) return cb(Fuse.EROFS)
@@ -131,6 +143,19 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void): Ops {
       cb(Fuse.EROFS)
     }
   }
+  // The three the daemon's own flips use (flip.ts); anything but the pending one is EROFS.
+  ops.symlink = (target: string, path: string, cb: (code: number) => void): void => {
+    count('symlink')
+    cb(accept({ op: 'symlink', target, path }) ? 0 : Fuse.EROFS)
+  }
+  ops.rename = (from: string, to: string, cb: (code: number) => void): void => {
+    count('rename')
+    cb(accept({ op: 'rename', from, to }) ? 0 : Fuse.EROFS)
+  }
+  ops.unlink = (path: string, cb: (code: number) => void): void => {
+    count('unlink')
+    cb(accept({ op: 'unlink', path }) ? 0 : Fuse.EROFS)
+  }
   return ops
 }
 
@@ -140,7 +165,7 @@ export class Mount {
 
   constructor(readonly mountpoint: string, tree: Tree, opts: MountOptions = {}) {
     const cache = String(opts.cacheSeconds ?? 60)
-    this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest), {
+    this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest, opts.accept, opts.gate), {
       force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
       mkdir: false,
       allowOther: opts.allowOther ?? true,

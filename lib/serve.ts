@@ -22,6 +22,7 @@ export interface ServeFlags extends InputFlags {
   debug?: boolean
   noWait?: boolean
   exitOnDelete?: boolean
+  noInotify?: boolean
 }
 
 export const say = (line: string): void => { process.stderr.write(`dapifs: ${line}\n`) }
@@ -50,7 +51,7 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
   const allowOther = await canAllowOther()
   let stop: (why: string) => void = () => {}
   const daemon = new Daemon({
-    mountpoint, settings, say, allowOther,
+    mountpoint, settings, say, allowOther, ...(flags.noInotify ? { noInotify: true } : {}),
     ...(flags.uid !== undefined ? { uid: flags.uid } : {}), ...(flags.gid !== undefined ? { gid: flags.gid } : {}),
   })
   if (await prepareMountpoint(mountpoint)) say(`${mountpoint}: unmounted a stale mount left by a daemon that died`)

@@ -5,7 +5,9 @@
 //   /labels -> ..data/labels  one link per first path segment of the items
 //   /..<gen>/                 drwxr-xr-x  the files, with nested item paths as directories
 //
-// A flip makes a new generation current. The one it replaces, and those before it, stay
+// A flip makes a new generation current, in the atomic writer's steps (stage, ..data_tmp,
+// commit, links: see flip.ts, which performs them through the VFS so that inotify sees them),
+// or all at once (flip()). The one it replaces, and those before it, stay
 // resolvable for a while (`retainMs`, at most `retainMax` of them) without being listed: a
 // reader that read `..data` just before a flip still finds the directory it was pointed at, as
 // on the kubelet's tmpfs, where the old directory goes only after the rename. Each generation's
@@ -83,9 +85,12 @@ export class Tree {
   private readonly uid: number
   private readonly gid: number
   private current: Built | undefined
+  /** A generation whose directory exists but that ..data does not point at yet. */
+  private staged: Built | undefined
   private readonly retained: LRUCache<string, Built>
   private root: Node | undefined
   private dataLink: Node | undefined
+  private tmpLink: Node | undefined
   /** The top-level links, by name; a name keeps its node (and time) across flips. */
   private links = new Map<string, Node>()
 
@@ -99,51 +104,116 @@ export class Tree {
     })
   }
 
-  /** The current generation. */
+  /** The current generation: the one ..data points at. */
   get generation(): Generation | undefined {
     return this.current?.gen
   }
 
-  /** Whether a generation name is current or still resolvable. */
+  /** Whether a generation name is in use: current, staged or still resolvable. */
   has(name: string): boolean {
-    return this.current?.gen.name === name || this.retained.has(name)
+    return this.current?.gen.name === name || this.staged?.gen.name === name || this.retained.has(name)
   }
 
-  /** Makes `gen` current; the generation it replaces stays resolvable but unlisted. */
-  flip(gen: Generation, now = Date.now()): void {
+  /** The top-level link names the current generation's items need. */
+  wantedLinks(): Set<string> {
+    return new Set(this.current?.gen.projection.files.map((f) => f.path.split('/')[0]!))
+  }
+
+  linkNames(): string[] {
+    return [...this.links.keys()]
+  }
+
+  // The steps of a flip, in the atomic writer's order; flip() takes them all at once.
+
+  /** 1. The new generation's directory appears; ..data is unchanged. */
+  stage(gen: Generation, now = Date.now()): void {
+    this.staged = { gen, nodes: buildNodes(gen, this.uid, this.gid) }
+    this.rebuildRoot(now)
+  }
+
+  /** 2. ..data_tmp appears, pointing at the staged generation (or goes, with undefined). */
+  setTmp(target: string | undefined, now = Date.now()): void {
+    this.tmpLink = target === undefined ? undefined : this.link(target, now)
+    this.rebuildRoot(now)
+  }
+
+  /** 3. The rename of ..data_tmp over ..data: the staged generation becomes current. */
+  commit(now = Date.now()): void {
+    const staged = this.staged
+    if (!staged) throw new Error('no staged generation to commit')
     if (this.current) this.retained.set(this.current.gen.name, this.current)
-    this.current = { gen, nodes: buildNodes(gen, this.uid, this.gid) }
-    const gid = gen.projection.gid ?? this.gid
-    const linkStat = (target: string): Stat => stat(S_IFLNK | 0o777, this.uid, gid, Buffer.byteLength(target), 1, now)
-    const top = new Set(gen.projection.files.map((f) => f.path.split('/')[0]!))
-    const links = new Map<string, Node>()
-    for (const name of top) {
+    this.current = staged
+    this.staged = undefined
+    this.dataLink = this.tmpLink ?? this.link(staged.gen.name, now)
+    this.tmpLink = undefined
+    this.rebuildRoot(now)
+  }
+
+  /** 4. A top-level link for a first path segment appears or goes. */
+  addLink(name: string, now = Date.now()): void {
+    this.links.set(name, this.link(`..data/${name}`, now))
+    this.rebuildRoot(now)
+  }
+
+  removeLink(name: string, now = Date.now()): void {
+    this.links.delete(name)
+    this.rebuildRoot(now)
+  }
+
+  /** The whole flip at once, inside the daemon (no inotify events). */
+  flip(gen: Generation, now = Date.now()): void {
+    this.stage(gen, now)
+    this.setTmp(undefined, now)
+    this.commit(now)
+    this.syncLinks(now)
+  }
+
+  /** Adds and removes top-level links, inside the daemon, to match the current generation. */
+  syncLinks(now = Date.now()): void {
+    const gid = this.current?.gen.projection.gid ?? this.gid
+    const wanted = this.wantedLinks()
+    for (const name of this.links.keys()) if (!wanted.has(name)) this.links.delete(name)
+    for (const name of wanted) {
       const old = this.links.get(name)
-      const target = `..data/${name}`
-      links.set(name, old && old.stat.gid === gid ? old : { kind: 'link', stat: linkStat(target), target })
+      if (!old || old.stat.gid !== gid) this.links.set(name, this.link(`..data/${name}`, now))
     }
-    this.links = links
-    this.dataLink = { kind: 'link', stat: linkStat(gen.name), target: gen.name }
-    const rootMode = S_IFDIR | (gen.projection.gid !== undefined ? 0o3777 : 0o1777)
-    this.root = {
-      kind: 'dir',
-      stat: stat(rootMode, this.uid, gid, DIR_SIZE, 3, now),
-      entries: [gen.name, '..data', ...top],
-    }
+    this.rebuildRoot(now)
+  }
+
+  private link(target: string, now: number): Node {
+    const gid = (this.staged ?? this.current)?.gen.projection.gid ?? this.gid
+    return { kind: 'link', stat: stat(S_IFLNK | 0o777, this.uid, gid, Buffer.byteLength(target), 1, now), target }
+  }
+
+  private rebuildRoot(now: number): void {
+    const gen = (this.current ?? this.staged)?.gen
+    const gid = gen?.projection.gid ?? this.gid
+    const rootMode = S_IFDIR | (gen?.projection.gid !== undefined ? 0o3777 : 0o1777)
+    const entries = [
+      ...(this.current ? [this.current.gen.name] : []),
+      ...(this.staged ? [this.staged.gen.name] : []),
+      ...(this.dataLink ? ['..data'] : []),
+      ...(this.tmpLink ? ['..data_tmp'] : []),
+      ...this.links.keys(),
+    ]
+    const subdirs = (this.current ? 1 : 0) + (this.staged ? 1 : 0)
+    this.root = { kind: 'dir', stat: stat(rootMode, this.uid, gid, DIR_SIZE, 2 + subdirs, now), entries }
   }
 
   /** The node at an absolute path in the mount ('/', '/labels', '/..2026_…/a/b'). */
   lookup(path: string): Node | undefined {
-    if (!this.current) return undefined
+    if (!this.root) return undefined
     if (path === '/') return this.root
     const slash = path.indexOf('/', 1)
     const first = slash < 0 ? path.slice(1) : path.slice(1, slash)
     if (slash < 0) {
       if (first === '..data') return this.dataLink
+      if (first === '..data_tmp') return this.tmpLink
       const link = this.links.get(first)
       if (link) return link
     }
-    const built = first === this.current.gen.name ? this.current : this.retained.get(first)
+    const built = first === this.current?.gen.name ? this.current
+      : first === this.staged?.gen.name ? this.staged : this.retained.get(first)
     if (!built) return undefined
     return built.nodes.get(slash < 0 ? '' : path.slice(slash + 1))
   }
