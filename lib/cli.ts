@@ -19,7 +19,8 @@ const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--c
                 [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q]`
 const USAGE = `usage:
   dapifs mount MOUNTPOINT ${INPUTS}
-                [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify] [--debug]
+                [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify]
+                [--count-requests] [--debug]
       Serve the pod's downward API volume at MOUNTPOINT until SIGINT or SIGTERM, following
       the pod file, or the pod in its cluster.
   dapifs render ${INPUTS}
@@ -49,6 +50,7 @@ const MOUNT_OPTIONS = {
   'no-wait': { type: 'boolean' },
   'exit-on-delete': { type: 'boolean' },
   'no-inotify': { type: 'boolean' },
+  'count-requests': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
 type Values = Record<string, string | boolean | undefined>
@@ -145,6 +147,7 @@ async function mountCommand(args: string[]): Promise<number> {
   if (v['no-wait']) flags.noWait = true
   if (v['exit-on-delete']) flags.exitOnDelete = true
   if (v['no-inotify']) flags.noInotify = true
+  if (v['count-requests']) flags.countRequests = true
   return serve(mountpoint, flags)
 }
 

@@ -22,6 +22,7 @@ import type { KubeSink } from './source/kube.js'
 import { Tree } from './tree.js'
 
 const log = createDebug('dapifs:daemon')
+const logMemory = createDebug('dapifs:memory')
 
 export interface DaemonOptions extends MountOptions {
   mountpoint: string
@@ -50,8 +51,14 @@ export class Daemon implements PodSink, KubeSink {
     if (opts.gid !== undefined) treeOpts.gid = opts.gid
     this.tree = new Tree(treeOpts)
     let shown: Generation | undefined
+    let flips = 0
     this.flipper = new Flipper(this.tree, opts.mountpoint, {
       flipped: (gen) => {
+        if (logMemory.enabled && ++flips % 1000 === 0) {
+          const m = process.memoryUsage()
+          logMemory('%d flips: rss %d MB, heap %d/%d MB, external %d MB, arrayBuffers %d MB', flips,
+            ...[m.rss, m.heapUsed, m.heapTotal, m.external, m.arrayBuffers].map((x) => Math.round(x / 1048576)))
+        }
         if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).join(', ') || 'modes or group'} changed`)
         shown = gen
       },

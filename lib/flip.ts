@@ -22,10 +22,10 @@
 // libfuse receives while the rename is in flight (it queues them behind the rename's lock) fails
 // with ENOENT, without reaching us. Readers resolve ..data right after a top-level link
 // (labels -> ..data/labels), so the rename goes through a gate: answers to readlink of the
-// top-level links are held while it runs, after a short wait for walks already past their link
-// to finish with ..data. Readers stall for a few milliseconds instead of failing. A reader that
-// walks ..data/... directly, not through a top-level link, is not held, and can still meet the
-// hazard (native-notes/ has the measurements).
+// top-level links are held while it runs, and it starts only once every walk let through before
+// has asked for ..data (each answered top-level readlink owes one). Readers stall for a moment
+// instead of failing. A reader that walks ..data/... directly, not through a top-level link, is
+// not held, and can still meet the hazard (native-notes/ has the measurements).
 //
 // If a step fails (a read-only bind, a non-root daemon in the sticky root, a timeout), the flip
 // completes inside the daemon instead (tree.flip), and that is logged. ..data is replaced in
@@ -51,21 +51,37 @@ export type Mutation =
 
 const same = (a: Mutation, b: Mutation): boolean => JSON.stringify(a) === JSON.stringify(b)
 
-/** After closing the gate: wait this long at least, and until ..data readlinks are this quiet. */
-const GATE_MIN_MS = 2
-const GATE_QUIET_MS = 1
-const GATE_MAX_MS = 50
+/**
+ * A walk that got a top-level link's target but has not asked for ..data after this long is
+ * taken as not a walk at all (`ls -l` reads links without following them) or as gone.
+ */
+const WALK_LOST_MS = 100
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-/** Holds answers to top-level readlinks while ..data is renamed (see the top of this file). */
+/**
+ * Holds answers to top-level readlinks while ..data is renamed (see the top of this file), and
+ * keeps account of the walks let through before: each answered top-level readlink is a walk
+ * that will ask for ..data next. The rename waits until they all have.
+ */
 export class Gate {
   closed = false
   private held: (() => void)[] = []
-  /** When the last readlink of ..data arrived (performance.now()). */
-  lastData = 0
+  /** When each answered top-level readlink was answered, oldest first, not yet followed by ..data. */
+  private owed: number[] = []
 
-  /** Runs `answer` now, or when the gate opens. */
+  /** A top-level readlink was answered: a walk will ask for ..data. */
+  answered(): void {
+    this.owed.push(performance.now())
+    if (this.owed.length > 4096) this.owed.splice(0, 2048) // only lost walks pile up
+  }
+
+  /** A readlink of ..data arrived: the oldest walk owing one has paid. */
+  paid(): void {
+    this.owed.shift()
+  }
+
+  /** Runs `answer` when the gate opens. */
   hold(answer: () => void): void {
     this.held.push(answer)
   }
@@ -79,11 +95,14 @@ export class Gate {
     for (const answer of this.held.splice(0)) answer()
   }
 
-  /** Resolves once walks that passed the gate before it closed have read ..data. */
+  /** Resolves once every walk let through before the gate closed has read ..data (or is lost). */
   async settled(): Promise<void> {
-    const start = performance.now()
-    await sleep(GATE_MIN_MS)
-    while (performance.now() - this.lastData < GATE_QUIET_MS && performance.now() - start < GATE_MAX_MS) await sleep(1)
+    for (;;) {
+      const lostBefore = performance.now() - WALK_LOST_MS
+      while (this.owed.length > 0 && this.owed[0]! < lostBefore) this.owed.shift()
+      if (this.owed.length === 0) return
+      await sleep(1)
+    }
   }
 }
 
@@ -167,15 +186,19 @@ export class Flipper {
       this.opts.flipped(gen, false)
       return
     }
+    const t0 = performance.now()
     tree.stage(gen)
     try {
       await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
         () => symlink(gen.name, this.at('..data_tmp')))
+      const t1 = performance.now()
       this.gate.close()
       await this.gate.settled()
+      const t2 = performance.now()
       await this.step({ op: 'rename', from: '/..data_tmp', to: '/..data' }, () => tree.commit(),
         () => rename(this.at('..data_tmp'), this.at('..data')))
       this.gate.open()
+      log('%s: symlink %s ms, gate %s ms, rename %s ms', gen.name, (t1 - t0).toFixed(2), (t2 - t1).toFixed(2), (performance.now() - t2).toFixed(2))
     } catch (e) {
       tree.setTmp(undefined)
       tree.flip(gen)

@@ -85,9 +85,10 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
         if (node.kind !== 'link') return cb(Fuse.EINVAL)
         cb(0, node.target)
       }
-      if (gate) {
-        if (path === '/..data') gate.lastData = performance.now()
-        else if (gate.closed && path.lastIndexOf('/') === 0) return gate.hold(answer)
+      if (gate && path.lastIndexOf('/') === 0) {
+        if (path === '/..data') gate.paid()
+        else if (gate.closed) return gate.hold(() => { gate.answered(); answer() })
+        else gate.answered()
       }
       answer()
     },

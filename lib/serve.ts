@@ -23,6 +23,8 @@ export interface ServeFlags extends InputFlags {
   noWait?: boolean
   exitOnDelete?: boolean
   noInotify?: boolean
+  /** Count FUSE requests by op; print the counts on SIGUSR2 (for the benchmark). */
+  countRequests?: boolean
 }
 
 export const say = (line: string): void => { process.stderr.write(`dapifs: ${line}\n`) }
@@ -50,7 +52,10 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
   const settings = await readSettings(flags)
   const allowOther = await canAllowOther()
   let stop: (why: string) => void = () => {}
+  const counts: Record<string, number> = {}
+  if (flags.countRequests) process.on('SIGUSR2', () => say(`requests ${JSON.stringify(counts)}`))
   const daemon = new Daemon({
+    ...(flags.countRequests ? { onRequest: (op: string) => { counts[op] = (counts[op] ?? 0) + 1 } } : {}),
     mountpoint, settings, say, allowOther, ...(flags.noInotify ? { noInotify: true } : {}),
     ...(flags.uid !== undefined ? { uid: flags.uid } : {}), ...(flags.gid !== undefined ? { gid: flags.gid } : {}),
   })

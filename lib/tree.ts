@@ -98,7 +98,7 @@ export class Tree {
     this.uid = opts.uid ?? 0
     this.gid = opts.gid ?? 0
     this.retained = new LRUCache<string, Built>({
-      max: opts.retainMax ?? 256,
+      max: opts.retainMax ?? 64,
       ttl: opts.retainMs ?? 5_000,
       ttlAutopurge: true,
     })

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
       for (let i = 0; i < 20; i++) {
         labels = { ...labels, rev: String(i) }
         const want = Buffer.from(formatLabels(labels)).toString('hex')
-        const watcher = run(bin, ['--until', path.join(m, 'labels'), want, '10'])
+        const watcher = run(bin, ['until', path.join(m, 'labels'), want, '10'])
         await new Promise((r) => setTimeout(r, 30)) // let the reader start polling
         await k.core.patchNamespacedPod({ name: 'web', namespace: NS, body: [{ op: 'add', path: '/metadata/labels/rev', value: String(i) }] })
         const accepted = (performance.timeOrigin + performance.now()) * 1000
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
       await d.waitFor(/410 Gone/, mark, 30_000)
       labels = { ...labels, after: 'outage' }
       await k.core.patchNamespacedPod({ name: 'web', namespace: NS, body: [{ op: 'add', path: '/metadata/labels/after', value: 'outage' }] })
-      const seen = await run(await reader(), ['--until', path.join(m, 'labels'), Buffer.from(formatLabels(labels)).toString('hex'), '20'])
+      const seen = await run(await reader(), ['until', path.join(m, 'labels'), Buffer.from(formatLabels(labels)).toString('hex'), '20'])
       t.equal(seen.code, 0, 'a change made after the restart arrives')
     })
 

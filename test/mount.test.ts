@@ -226,7 +226,7 @@ t.test('stress: readers across 200 flips see whole generations, and no errors', 
   for (let i = 0; i <= 200; i++) {
     expected.add(Object.entries(labelsOf(i)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}="${v}"`).join('\n'))
   }
-  const readers = Array.from({ length: 4 }, () => run(bin, [path.join(d.mnt, 'labels'), '4'], { timeoutMs: 30_000 }))
+  const readers = Array.from({ length: 4 }, () => run(bin, ['cat', path.join(d.mnt, 'labels'), '1', '4', '--contents'], { timeoutMs: 30_000 }))
   let flips = 0
   const start = Date.now()
   for (let i = 1; i <= 200 && Date.now() - start < 3500; i++) {

@@ -58,8 +58,10 @@ export class FileSource {
 
   private async read(): Promise<void> {
     let pod: Pod
+    const t0 = performance.now()
     try {
       pod = await readPodFile(this.file)
+      log('read and parsed %s in %s ms', this.file, (performance.now() - t0).toFixed(2))
     } catch (e) {
       this.sink.problem((e as Error).message)
       return

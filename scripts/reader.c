@@ -1,0 +1,176 @@
+/*
+ * reader: reads a downward API file the way a program polling it does, fast enough that the
+ * filesystem, not the reader, is what is measured. Used by the tests and the benchmark.
+ *
+ *   reader cat PATH THREADS SECONDS [--contents]
+ *       open, read to EOF, close, in a loop on each thread. Prints
+ *       "ops N errors N seconds S p50_ns N p99_ns N", then "errno E COUNT" per distinct error,
+ *       and with --contents "content COUNT HEX" per distinct content read (a torn or mixed read
+ *       shows up as a content nobody wrote).
+ *   reader stat PATH THREADS SECONDS        stat(2) in a loop; same first line
+ *   reader readlink PATH THREADS SECONDS    readlink(2) in a loop; same first line
+ *   reader until PATH HEX SECONDS
+ *       polls PATH every 100 us until its content is the bytes HEX; prints "seen US", the
+ *       CLOCK_REALTIME microsecond it first read them; exit 1 on timeout.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BUF 65536
+#define MAX_SAMPLES 4000000
+#define MAX_DISTINCT 8192
+
+enum mode { CAT, STAT, READLINK };
+
+static enum mode mode;
+static const char *path;
+static double deadline;
+static int want_contents;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static char *seen[MAX_DISTINCT];
+static size_t seen_len[MAX_DISTINCT];
+static long seen_count[MAX_DISTINCT];
+static int n_seen;
+static long err_count[256];
+
+struct worker {
+  pthread_t thread;
+  uint32_t *samples;
+  long n, ops, errors;
+};
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void record_content(const char *buf, size_t len) {
+  pthread_mutex_lock(&lock);
+  int i;
+  for (i = 0; i < n_seen; i++)
+    if (seen_len[i] == len && memcmp(seen[i], buf, len) == 0) break;
+  if (i == n_seen && n_seen < MAX_DISTINCT) {
+    seen[i] = malloc(len + 1);
+    memcpy(seen[i], buf, len);
+    seen_len[i] = len;
+    n_seen++;
+  }
+  if (i < MAX_DISTINCT) seen_count[i]++;
+  pthread_mutex_unlock(&lock);
+}
+
+static void fail(struct worker *w, int e) {
+  w->errors++;
+  pthread_mutex_lock(&lock);
+  err_count[e & 255]++;
+  pthread_mutex_unlock(&lock);
+}
+
+static void *run(void *arg) {
+  struct worker *w = arg;
+  char *buf = malloc(BUF);
+  struct stat st;
+  while (now() < deadline) {
+    double t0 = now();
+    if (mode == CAT) {
+      int fd = open(path, O_RDONLY);
+      if (fd < 0) { fail(w, errno); continue; }
+      size_t len = 0;
+      ssize_t r;
+      while ((r = read(fd, buf + len, BUF - len)) > 0) len += (size_t)r;
+      int e = errno;
+      close(fd);
+      if (r < 0) { fail(w, e); continue; }
+      if (want_contents) record_content(buf, len);
+    } else if (mode == STAT) {
+      if (stat(path, &st) != 0) { fail(w, errno); continue; }
+    } else {
+      if (readlink(path, buf, BUF) < 0) { fail(w, errno); continue; }
+    }
+    w->ops++;
+    if (w->n < MAX_SAMPLES) w->samples[w->n++] = (uint32_t)((now() - t0) * 1e9);
+  }
+  free(buf);
+  return NULL;
+}
+
+static int cmp(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int until(const char *file, const char *hex, double seconds) {
+  static char want[BUF], buf[BUF];
+  size_t wlen = strlen(hex) / 2;
+  for (size_t i = 0; i < wlen; i++) sscanf(hex + 2 * i, "%2hhx", &want[i]);
+  double end = now() + seconds;
+  do {
+    int fd = open(file, O_RDONLY);
+    if (fd >= 0) {
+      size_t len = 0;
+      ssize_t r;
+      while ((r = read(fd, buf + len, BUF - len)) > 0) len += (size_t)r;
+      close(fd);
+      if (len == wlen && memcmp(buf, want, len) == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        printf("seen %lld\n", (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000);
+        return 0;
+      }
+    }
+    usleep(100);
+  } while (now() < end);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc == 5 && strcmp(argv[1], "until") == 0) return until(argv[2], argv[3], atof(argv[4]));
+  if (argc < 5) {
+    fprintf(stderr, "usage: reader cat|stat|readlink PATH THREADS SECONDS [--contents] | reader until PATH HEX SECONDS\n");
+    return 2;
+  }
+  mode = strcmp(argv[1], "stat") == 0 ? STAT : strcmp(argv[1], "readlink") == 0 ? READLINK : CAT;
+  path = argv[2];
+  int threads = atoi(argv[3]);
+  double seconds = atof(argv[4]);
+  want_contents = argc > 5 && strcmp(argv[5], "--contents") == 0;
+  struct worker *w = calloc(threads, sizeof *w);
+  double start = now();
+  deadline = start + seconds;
+  for (int i = 0; i < threads; i++) {
+    w[i].samples = malloc(sizeof(uint32_t) * MAX_SAMPLES);
+    pthread_create(&w[i].thread, NULL, run, &w[i]);
+  }
+  long ops = 0, errors = 0, n = 0;
+  for (int i = 0; i < threads; i++) {
+    pthread_join(w[i].thread, NULL);
+    ops += w[i].ops;
+    errors += w[i].errors;
+    n += w[i].n;
+  }
+  double elapsed = now() - start;
+  uint32_t *all = malloc(sizeof(uint32_t) * (n ? n : 1));
+  long k = 0;
+  for (int i = 0; i < threads; i++) { memcpy(all + k, w[i].samples, sizeof(uint32_t) * w[i].n); k += w[i].n; }
+  qsort(all, n, sizeof(uint32_t), cmp);
+  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u\n", ops, errors, elapsed,
+         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0);
+  for (int e = 0; e < 256; e++) if (err_count[e]) printf("errno %d %ld\n", e, err_count[e]);
+  for (int i = 0; i < n_seen; i++) {
+    printf("content %ld ", seen_count[i]);
+    for (size_t j = 0; j < seen_len[i]; j++) printf("%02x", (unsigned char)seen[i][j]);
+    printf("\n");
+  }
+  return 0;
+}
