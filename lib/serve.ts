@@ -48,16 +48,20 @@ interface Source { stop(): void; describe: string }
 export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: string) => string): Promise<number> {
   if (flags.podFile !== undefined && flags.pod !== undefined) throw new InputError('--pod', 'cannot be combined with --pod-file: serve a file or a cluster pod, not both')
   if (flags.podFile === undefined && flags.pod === undefined) throw new InputError('', 'one of --pod-file FILE or --pod NAMESPACE/NAME is required: the pod to serve')
-  if (flags.debug) createDebug.enable('dapifs:*')
+  // Every namespace but the per-request one, which is for when it is asked for by name.
+  if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const settings = await readSettings(flags)
   const allowOther = await canAllowOther()
   let stop: (why: string) => void = () => {}
   const counts: Record<string, number> = {}
   if (flags.countRequests) process.on('SIGUSR2', () => say(`requests ${JSON.stringify(counts)}`))
+  // A non-root daemon reports itself as the owner unless told otherwise: its own flips rename
+  // ..data in the sticky root, which only the root's owner (or the entry's) may do.
+  const uid = flags.uid ?? (process.getuid?.() === 0 ? undefined : process.getuid?.())
   const daemon = new Daemon({
     ...(flags.countRequests ? { onRequest: (op: string) => { counts[op] = (counts[op] ?? 0) + 1 } } : {}),
     mountpoint, settings, say, allowOther, ...(flags.noInotify ? { noInotify: true } : {}),
-    ...(flags.uid !== undefined ? { uid: flags.uid } : {}), ...(flags.gid !== undefined ? { gid: flags.gid } : {}),
+    ...(uid !== undefined ? { uid } : {}), ...(flags.gid !== undefined ? { gid: flags.gid } : {}),
   })
   if (await prepareMountpoint(mountpoint)) say(`${mountpoint}: unmounted a stale mount left by a daemon that died`)
 

@@ -51,7 +51,7 @@ async function main(): Promise<void> {
     t.equal(rendered.code, 0, rendered.stderr)
     t.same(JSON.parse(rendered.stdout.toString()).files.cpu_limit, { content: '3800', mode: '0644' }, 'render --pod reads the node\'s allocatable')
 
-    const d = await startDaemon(t, ['--pod', `${NS}/web`], { env })
+    const d = await startDaemon(t, ['--pod', `${NS}/web`, '--debug'], { env })
     const m = d.mnt
     t.equal(await cat(path.join(m, 'labels')), 'app="web"')
     t.equal(await cat(path.join(m, 'annotations')), 'owner="team-a"')
@@ -107,6 +107,12 @@ async function main(): Promise<void> {
       await k.core.patchNamespacedPod({ name: 'web', namespace: NS, body: [{ op: 'add', path: '/metadata/labels/after', value: 'outage' }] })
       const seen = await run(await reader(), ['until', path.join(m, 'labels'), Buffer.from(formatLabels(labels)).toString('hex'), '20'])
       t.equal(seen.code, 0, 'a change made after the restart arrives')
+    })
+
+    t.test('even with --debug, the token is never logged, nor an annotation value', async (t) => {
+      t.ok(d.lines.length > 20, 'there is a debug log to look at')
+      t.notOk(d.lines.some((l) => l.includes('devtoken')), 'no token')
+      t.notOk(d.lines.some((l) => l.includes('team-a')), 'no annotation value')
     })
 
     t.test('the pod is deleted: the last generation stays', async (t) => {

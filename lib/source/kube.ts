@@ -123,7 +123,8 @@ export class KubeSource {
       this.stop()
       return
     }
-    log('%s: %o', message, err)
+    // The message only: an error object from the client could carry request details.
+    log('%s (%s)', message, (err as Error | undefined)?.message?.split('\n')[0] ?? '')
     this.sink.problem(message)
   }
 
