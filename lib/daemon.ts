@@ -56,8 +56,8 @@ export class Daemon implements PodSink, KubeSink {
       flipped: (gen) => {
         if (logMemory.enabled && ++flips % 1000 === 0) {
           const m = process.memoryUsage()
-          logMemory('%d flips: rss %d MB, heap %d/%d MB, external %d MB, arrayBuffers %d MB', flips,
-            ...[m.rss, m.heapUsed, m.heapTotal, m.external, m.arrayBuffers].map((x) => Math.round(x / 1048576)))
+          logMemory('%d flips: rss %d MB, heap %d/%d MB, external %d MB, arrayBuffers %d MB, fuse threads set up %d', flips,
+            ...[m.rss, m.heapUsed, m.heapTotal, m.external, m.arrayBuffers].map((x) => Math.round(x / 1048576)), this.mount.threadsSetUp())
         }
         if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).join(', ') || 'modes or group'} changed`)
         shown = gen

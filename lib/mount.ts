@@ -183,6 +183,11 @@ export class Mount {
     })
   }
 
+  /** How many libfuse worker threads fuse-native has set up so far (it never frees them). */
+  threadsSetUp(): number {
+    return (this.fuse as unknown as { _threads: Set<unknown> })._threads.size
+  }
+
   mount(): Promise<void> {
     return new Promise((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
   }
