@@ -35,9 +35,13 @@ t.test('a pod file truncated mid-write, replaced by garbage or deleted: the last
   await d.waitFor(/not valid YAML or JSON: .*flow collection/, mark)
   unlinkSync(file)
   await d.waitFor(/cannot read .*pod\.json: no such file/, mark)
+  const beforeReads = d.lines.length
   for (let i = 0; i < 20; i++) t.equal(await cat(path.join(d.mnt, 'labels')), 'v="1"')
+  t.equal(d.lines.length, beforeReads, 'reads log nothing')
+  // A non-atomic write may also be caught empty ("is empty"): a distinct problem, logged once.
   const problems = d.lines.slice(mark)
-  t.equal(problems.length, 3, `one line per distinct problem, none per read: ${JSON.stringify(problems)}`)
+  t.ok(problems.length >= 3 && problems.length <= 4, `one line per distinct problem: ${JSON.stringify(problems)}`)
+  t.ok(problems.every((l, i) => i === 0 || l !== problems[i - 1]), 'the same problem is not logged twice in a row')
   writePod(file, pod({ v: '2' }))
   await d.waitFor(/flipped to/, mark)
   t.equal(await cat(path.join(d.mnt, 'labels')), 'v="2"', 'the next good file flips')
