@@ -226,10 +226,10 @@ t.test('stress: readers across 200 flips see whole generations, and no errors', 
   for (let i = 0; i <= 200; i++) {
     expected.add(Object.entries(labelsOf(i)).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}="${v}"`).join('\n'))
   }
-  const readers = Array.from({ length: 4 }, () => run(bin, ['cat', path.join(d.mnt, 'labels'), '1', '4', '--contents'], { timeoutMs: 30_000 }))
+  const readers = Array.from({ length: 4 }, () => run(bin, ['cat', path.join(d.mnt, 'labels'), '1', '7', '--contents'], { timeoutMs: 40_000 }))
   let flips = 0
   const start = Date.now()
-  for (let i = 1; i <= 200 && Date.now() - start < 3500; i++) {
+  for (let i = 1; i <= 200 && Date.now() - start < 6500; i++) {
     const mark = d.lines.length
     writePod(podFile, POD(labelsOf(i)))
     await d.waitFor(/flipped to/, mark)
