@@ -56,6 +56,12 @@ function toFuse(s: Stat): FuseStat {
 
 export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m: Mutation) => boolean = () => false, gate?: Gate): Ops {
   const open = new Map<number, Node & { kind: 'file' }>()
+  const readlink = (path: string, cb: (code: number, target?: string) => void): void => {
+    const node = tree.lookup(path)
+    if (!node) { log('readlink %s: ENOENT', path); return cb(Fuse.ENOENT) }
+    if (node.kind !== 'link') return cb(Fuse.EINVAL)
+    cb(0, node.target)
+  }
   let nextFd = 1
   const count = onRequest ?? (logRequest.enabled ? (op: string): void => logRequest(op) : (): void => {})
 
@@ -79,18 +85,12 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
     },
     readlink(path, cb) {
       count('readlink')
-      const answer = (): void => {
-        const node = tree.lookup(path)
-        if (!node) { log('readlink %s: ENOENT', path); return cb(Fuse.ENOENT) }
-        if (node.kind !== 'link') return cb(Fuse.EINVAL)
-        cb(0, node.target)
-      }
       if (gate && path.lastIndexOf('/') === 0) {
         if (path === '/..data') gate.paid()
-        else if (gate.closed) return gate.hold(() => { gate.answered(); answer() })
+        else if (gate.closed) return gate.hold(() => { gate.answered(); readlink(path, cb) })
         else gate.answered()
       }
-      answer()
+      readlink(path, cb)
     },
     readdir(path, cb) {
       count('readdir')

@@ -2,9 +2,9 @@
 // flips, many readers for a while, secrets kept out of the log, a non-root daemon.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { writeFileSync, renameSync, unlinkSync, readFileSync, appendFileSync, chmodSync, statSync, chownSync, mkdirSync } from 'node:fs'
+import { writeFileSync, unlinkSync, readFileSync, appendFileSync, chmodSync, statSync, chownSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import { startDaemon, run, scratch, reader, parseReader, mounted, MAIN } from './fixtures/daemon.js'
+import { startDaemon, run, scratch, reader, parseReader, mounted, MAIN, writePod, cat } from './fixtures/daemon.js'
 
 const SOAK_SECONDS = Number(process.env.DAPIFS_SOAK_SECONDS ?? 10)
 
@@ -16,8 +16,6 @@ const pod = (labels: Record<string, string>, annotations: Record<string, string>
     { path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } },
   ] } }] },
 })
-const writePod = (file: string, p: unknown): void => { writeFileSync(file + '.tmp', JSON.stringify(p)); renameSync(file + '.tmp', file) }
-const cat = async (p: string): Promise<string> => (await run('cat', [p])).stdout.toString()
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const rssMb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024
 

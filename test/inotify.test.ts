@@ -1,10 +1,9 @@
 // inotify parity: watchers of the mount see each flip as on the kubelet's tmpfs.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { writeFileSync, renameSync } from 'node:fs'
 import path from 'node:path'
 import type { Test } from 'tap'
-import { startDaemon, run, scratch, type Daemon } from './fixtures/daemon.js'
+import { startDaemon, run, scratch, type Daemon, writePod } from './fixtures/daemon.js'
 
 const pod = (labels: Record<string, string>, extraItem = false) => ({
   apiVersion: 'v1', kind: 'Pod',
@@ -18,10 +17,6 @@ const pod = (labels: Record<string, string>, extraItem = false) => ({
   },
 })
 
-function writePod(file: string, p: unknown): void {
-  writeFileSync(file + '.tmp', JSON.stringify(p))
-  renameSync(file + '.tmp', file)
-}
 
 /** A watcher process on the mount; its output lines. */
 function watcher(t: Test, cmd: string, args: string[]): { lines: string[]; ready: Promise<void> } {

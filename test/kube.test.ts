@@ -2,7 +2,7 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { startDaemon, run, reader, scratch } from './fixtures/daemon.js'
+import { startDaemon, run, reader, scratch, cat } from './fixtures/daemon.js'
 import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
 
 const NS = 'dapifs'
@@ -28,7 +28,6 @@ const podManifest = (labels: Record<string, string>) => ({
   },
 })
 
-const cat = async (p: string): Promise<string> => (await run('cat', [p])).stdout.toString()
 const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!
 

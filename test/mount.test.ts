@@ -2,7 +2,7 @@
 import t from 'tap'
 import { writeFileSync, renameSync } from 'node:fs'
 import path from 'node:path'
-import { startDaemon, run, sh, scratch, mounted, reader, parseReader } from './fixtures/daemon.js'
+import { startDaemon, run, sh, scratch, mounted, reader, parseReader, writePod, cat } from './fixtures/daemon.js'
 
 const POD = (labels: Record<string, string>, annotations: Record<string, string> = { note: 'say "hi"\n\tbye', emoji: '😀 é' }) => ({
   apiVersion: 'v1', kind: 'Pod',
@@ -25,17 +25,7 @@ const POD = (labels: Record<string, string>, annotations: Record<string, string>
   },
 })
 
-/** Writes the pod file atomically (as kubectl > tmp && mv would): each write is one change. */
-function writePod(file: string, pod: unknown): void {
-  writeFileSync(file + '.tmp', JSON.stringify(pod))
-  renameSync(file + '.tmp', file)
-}
 
-const cat = async (p: string): Promise<string> => {
-  const r = await run('cat', [p])
-  if (r.code !== 0) throw new Error(`cat ${p}: ${r.stderr}`)
-  return r.stdout.toString('utf8')
-}
 
 t.test('layout, bytes and modes match the kubelet\'s', async (t) => {
   const dir = scratch(t)
