@@ -102,7 +102,8 @@ function renderPod(pod: Pod, settings: Settings, where: string): Projection {
 async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projection> {
   // Loaded only here: @kubernetes/client-node takes most of a second to load.
   const { CoreV1Api } = await import('@kubernetes/client-node')
-  const { describeError, loadKubeConfig, parsePodRef } = await import('./source/kube.js')
+  const { loadKubeConfig, parsePodRef } = await import('./source/kube.js')
+  const { describeError } = await import('./source/watch.js')
   const ref = parsePodRef(flags.pod!)
   const { kc, context } = loadKubeConfig(flags)
   const who = `pod ${ref.namespace}/${ref.name} (context ${context})`

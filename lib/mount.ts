@@ -18,10 +18,10 @@
 // each one is listed. flush and fsync are left out on purpose: the kernel takes their ENOSYS as
 // "nothing to do" and stops sending them, which saves a request on every close.
 
-import Fuse, { type Ops, type Stat as FuseStat } from 'fuse-native'
+import Fuse, { type Ops } from 'fuse-native'
 import createDebug from 'debug'
 import type { Gate, Mutation } from './flip.js'
-import type { Node, Stat, Tree } from './tree.js'
+import type { Node, Tree } from './tree.js'
 
 const log = createDebug('dapifs:mount')
 const logRequest = createDebug('dapifs:requests')
@@ -45,14 +45,11 @@ export interface MountOptions {
   gate?: Gate
 }
 
-export const MUTATING_OPS = [
-  'create', 'write', 'truncate', 'ftruncate', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir',
+/** Always EROFS. symlink, rename and unlink are too, but for the daemon's own flip steps (below). */
+const READ_ONLY_OPS = [
+  'create', 'write', 'truncate', 'ftruncate', 'link', 'mkdir', 'rmdir',
   'chmod', 'chown', 'utimens', 'setxattr', 'removexattr', 'mknod',
 ] as const
-
-function toFuse(s: Stat): FuseStat {
-  return s
-}
 
 export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m: Mutation) => boolean = () => false, gate?: Gate): Ops {
   const open = new Map<number, Node & { kind: 'file' }>()
@@ -70,13 +67,13 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
       count('getattr')
       const node = tree.lookup(path)
       if (!node) { log('getattr %s: ENOENT', path); return cb(Fuse.ENOENT) }
-      cb(0, toFuse(node.stat))
+      cb(0, node.stat)
     },
     fgetattr(path, fd, cb) {
       count('fgetattr')
       const node = open.get(fd) ?? tree.lookup(path)
       if (!node) return cb(Fuse.ENOENT)
-      cb(0, toFuse(node.stat))
+      cb(0, node.stat)
     },
     access(path, mode, cb) {
       count('access')
@@ -136,7 +133,7 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
       cb(0, [])
     },
   }
-  for (const op of MUTATING_OPS) {
+  for (const op of READ_ONLY_OPS) {
     ops[op] = (...args: unknown[]): void => {
       count(op)
       log('%s %s: EROFS', op, args[0])

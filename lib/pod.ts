@@ -13,8 +13,6 @@ export interface VolumeItem {
   fieldRef?: FieldRef
   resourceFieldRef?: ResourceFieldRef
   mode?: number
-  /** Where the item sits in its input, for errors: `spec.volumes[0].downwardAPI.items[2]`. */
-  where: string
 }
 
 /** A downwardAPI volume, or the downwardAPI sources of a projected volume, flattened. */
@@ -23,7 +21,6 @@ export interface DownwardVolume {
   kind: 'downwardAPI' | 'projected'
   items: VolumeItem[]
   defaultMode?: number
-  where: string
 }
 
 export interface Container {
@@ -50,7 +47,7 @@ export interface Pod {
 }
 
 function readItem(s: Shape): VolumeItem {
-  const item: VolumeItem = { path: s.field('path').str(), where: s.where }
+  const item: VolumeItem = { path: s.field('path').str() }
   const fr = s.field('fieldRef')
   if (fr.present) {
     item.fieldRef = { fieldPath: fr.field('fieldPath').str(), apiVersion: fr.field('apiVersion').str('v1') || 'v1' }
@@ -71,7 +68,7 @@ function readItem(s: Shape): VolumeItem {
 /** A DownwardAPIVolumeSource: `{items: [...], defaultMode: 0644}`. */
 export function readDownwardAPISource(s: Shape, name: string): DownwardVolume {
   const v: DownwardVolume = {
-    name, kind: 'downwardAPI', where: s.where,
+    name, kind: 'downwardAPI',
     items: s.field('items').list().map(readItem),
   }
   const mode = s.field('defaultMode').int()
@@ -94,7 +91,7 @@ function readVolume(s: Shape): DownwardVolume | undefined {
     items.push(...d.field('items').list().map(readItem))
   }
   if (!sawDownwardAPI) return undefined
-  const v: DownwardVolume = { name, kind: 'projected', items, where: proj.where }
+  const v: DownwardVolume = { name, kind: 'projected', items }
   const mode = proj.field('defaultMode').int()
   if (mode !== undefined) v.defaultMode = mode
   return v

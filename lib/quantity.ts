@@ -16,6 +16,8 @@
 //     writes whatever it got. We reproduce Kubernetes 1.20's arithmetic bit for bit (checked by
 //     test/kubelet-diff.test.ts against its code), on amd64.
 
+import { describe } from './shape.js'
+
 export type Format = 'DecimalExponent' | 'BinarySI' | 'DecimalSI'
 
 export const ErrFormatWrong =
@@ -270,12 +272,4 @@ export function parseQuantity(raw: unknown): Quantity {
   if (typeof raw === 'number' && Number.isFinite(raw)) return Quantity.parse(String(raw))
   if (typeof raw === 'string') return Quantity.parse(raw)
   throw new QuantityError(`must be a quantity string, not ${describe(raw)}`)
-}
-
-export function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'a list'
-  if (typeof v === 'object') return 'a map'
-  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`
-  return `${typeof v} ${String(v)}`
 }

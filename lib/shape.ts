@@ -1,13 +1,19 @@
 // Checks on untrusted JSON (a pod file, an items file, an API object), each failing with a
 // one-line message that names the field: `spec.volumes[0].downwardAPI.items: must be a list`.
 
-import { describe } from './quantity.js'
-
 /** A problem with the input, named by where it is. The CLI prints it and exits 2. */
 export class InputError extends Error {
   constructor(readonly where: string, readonly problem: string) {
     super(where ? `${where}: ${problem}` : problem)
   }
+}
+
+export function describe(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'a list'
+  if (typeof v === 'object') return 'a map'
+  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`
+  return `${typeof v} ${String(v)}`
 }
 
 export type Json = unknown

@@ -18,7 +18,7 @@ import { allocatableFromNode } from '../allocatable.js'
 import { readPod, type Pod } from '../pod.js'
 import type { Allocatable } from '../resource.js'
 import { InputError } from '../shape.js'
-import { NamedWatch, describeError } from './watch.js'
+import { NamedWatch } from './watch.js'
 
 const log = createDebug('dapifs:source:kube')
 
@@ -204,5 +204,3 @@ export class KubeSource {
     if (this.live) this.sink.update(this.pod, this.allocatable)
   }
 }
-
-export { describeError }
