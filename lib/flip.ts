@@ -57,6 +57,14 @@ const same = (a: Mutation, b: Mutation): boolean => JSON.stringify(a) === JSON.s
  */
 const WALK_LOST_MS = 100
 
+/**
+ * But nothing is written off before the rename's wait has itself run this long, counting at most
+ * 2 ms per turn of the loop. After a stall of the daemon (CPU throttling under a limit, SIGSTOP,
+ * swapping) every debt looks old, while the walks that owe them were only waiting for us: their
+ * readlinks of ..data are queued behind the wait's timer.
+ */
+const WAIT_RUN_MS = 10
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /**
@@ -97,9 +105,17 @@ export class Gate {
 
   /** Resolves once every walk let through before the gate closed has read ..data (or is lost). */
   async settled(): Promise<void> {
+    let ran = 0
+    let last = performance.now()
     for (;;) {
-      const lostBefore = performance.now() - WALK_LOST_MS
-      while (this.owed.length > 0 && this.owed[0]! < lostBefore) this.owed.shift()
+      const now = performance.now()
+      ran += Math.min(now - last, 2)
+      last = now
+      if (ran >= WAIT_RUN_MS) {
+        const owed = this.owed.length
+        while (this.owed.length > 0 && this.owed[0]! < now - WALK_LOST_MS) this.owed.shift()
+        if (this.owed.length < owed) log('wrote off %d walks that never asked for ..data', owed - this.owed.length)
+      }
       if (this.owed.length === 0) return
       await sleep(1)
     }
