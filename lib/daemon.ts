@@ -44,21 +44,17 @@ export class Daemon implements PodSink, KubeSink {
   private latest: Generation | undefined
   private lastProblem: string | undefined
   private lastFallback: string | undefined
+  private flips = 0
 
   constructor(private readonly opts: DaemonOptions) {
     const treeOpts: { uid?: number; gid?: number } = {}
     if (opts.uid !== undefined) treeOpts.uid = opts.uid
     if (opts.gid !== undefined) treeOpts.gid = opts.gid
-    this.tree = new Tree(treeOpts)
+    this.tree = new Tree({ ...treeOpts, dropped: (name) => this.mount.forgetEntry(name) })
     let shown: Generation | undefined
-    let flips = 0
     this.flipper = new Flipper(this.tree, opts.mountpoint, {
       flipped: (gen) => {
-        if (logMemory.enabled && ++flips % 1000 === 0) {
-          const m = process.memoryUsage()
-          logMemory('%d flips: rss %d MB, heap %d/%d MB, external %d MB, arrayBuffers %d MB, fuse threads set up %d', flips,
-            ...[m.rss, m.heapUsed, m.heapTotal, m.external, m.arrayBuffers].map((x) => Math.round(x / 1048576)), this.mount.threadsSetUp())
-        }
+        if (++this.flips % 1000 === 0) this.logMemory()
         if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).join(', ') || 'modes or group'} changed`)
         shown = gen
       },
@@ -100,9 +96,18 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   async stop(): Promise<void> {
+    this.logMemory()
     await this.flipper.idle()
     this.flipper.live = false
     await this.mount.unmount()
+  }
+
+  /** Every 1,000 flips and at stop, with DEBUG=dapifs:memory. */
+  private logMemory(): void {
+    if (!logMemory.enabled) return
+    const m = process.memoryUsage()
+    logMemory('%d flips: rss %d MB, heap %d/%d MB, external %d MB, arrayBuffers %d MB, fuse threads set up %d', this.flips,
+      ...[m.rss, m.heapUsed, m.heapTotal, m.external, m.arrayBuffers].map((x) => Math.round(x / 1048576)), this.mount.threadsSetUp())
   }
 
   pod(pod: Pod): void {

@@ -9,7 +9,8 @@
 // Kernel caching is on (entry and attribute timeouts, kernel_cache for page contents). That is
 // safe because nothing under a name ever changes: a flip gives a new generation directory name,
 // which the kernel has never seen. Only the symlinks change, and libfuse2 never lets the kernel
-// cache a symlink's target, so every path walk asks for `..data` afresh.
+// cache a symlink's target, so every path walk asks for `..data` afresh. When a generation is
+// dropped, the kernel is told to forget it (forgetEntry), or it would keep it cached for good.
 //
 // An open file keeps the bytes it was opened with, whatever flips come after, as a file opened
 // on the kubelet's tmpfs keeps its inode after the directory is replaced.
@@ -20,6 +21,9 @@
 
 import Fuse, { type Ops } from 'fuse-native'
 import createDebug from 'debug'
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { Gate, Mutation } from './flip.js'
 import type { Node, Tree } from './tree.js'
 
@@ -160,6 +164,10 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
 /** A mounted tree. */
 export class Mount {
   private readonly fuse: Fuse
+  private live = false
+  /** Kernel notifications in flight (forgetEntry), and who waits for them to come back. */
+  private forgetting = 0
+  private forgotten: (() => void) | undefined
 
   constructor(readonly mountpoint: string, tree: Tree, opts: MountOptions = {}) {
     const cache = String(opts.cacheSeconds ?? 60)
@@ -180,16 +188,66 @@ export class Mount {
     })
   }
 
-  /** How many libfuse worker threads fuse-native has set up so far (it never frees them). */
+  /**
+   * How many thread-locals fuse-native has set up for libfuse's worker threads. The patched
+   * build recycles them, so this stays at the peak of workers alive at once; the prebuilt addon
+   * sets up one more for every worker libfuse starts.
+   */
   threadsSetUp(): number {
     return (this.fuse as unknown as { _threads: Set<unknown> })._threads.size
   }
 
-  mount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
+  /**
+   * Tells the kernel to drop a top-level name it may have cached: a generation that can no longer
+   * be looked up. The kernel then forgets the inodes below it, and libfuse frees its nodes for
+   * them. Without this the kernel keeps what it looked up until memory runs short, and libfuse
+   * keeps about 0.4 KB per flip. A file held open keeps its inode, so it reads on. A no-op with
+   * fuse-native's prebuilt addon, which lacks the call.
+   */
+  forgetEntry(name: string): void {
+    const invalidate = addon().fuse_native_invalidate_root_entry
+    if (!this.live || !invalidate) return
+    this.forgetting++
+    invalidate((this.fuse as unknown as { _thread: Buffer })._thread, name, (res) => {
+      if (res !== 0) log('forgetting %s: %d', name, res) // -ENOENT: the kernel had not cached it
+      if (--this.forgetting === 0) this.forgotten?.()
+    })
   }
 
-  unmount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.unmount((err) => (err ? reject(err) : resolve())))
+  async mount(): Promise<void> {
+    await new Promise<void>((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
+    this.live = true
   }
+
+  async unmount(): Promise<void> {
+    this.live = false
+    // A notification written after the channel is closed would go to whatever reuses its fd.
+    if (this.forgetting > 0) await new Promise<void>((resolve) => { this.forgotten = resolve })
+    await new Promise<void>((resolve, reject) => this.fuse.unmount((err) => (err ? reject(err) : resolve())))
+  }
+}
+
+/** Builds fuse-native from patched source (npm's postinstall runs it). */
+export const fuseNativeBuild = fileURLToPath(new URL('../scripts/fuse-native/build.mjs', import.meta.url))
+
+interface Addon {
+  dapifs_patch?: number
+  fuse_native_invalidate_root_entry?: (thread: Buffer, name: string, cb: (res: number) => void) => void
+}
+let loaded: Addon | undefined
+
+/** fuse-native's addon: the same loader and directory as its index.js, so the same module. */
+function addon(): Addon {
+  if (loaded) return loaded
+  const dir = path.dirname(createRequire(import.meta.url).resolve('fuse-native/package.json'))
+  const load = createRequire(path.join(dir, 'index.js'))('node-gyp-build') as (dir: string) => Addon
+  return (loaded = load(dir))
+}
+
+/**
+ * Whether the fuse-native addon that loads is the build from patched source, which recycles
+ * libfuse workers' thread-locals instead of leaking them, and can make the kernel forget names.
+ */
+export function patchedAddon(): boolean {
+  return addon().dapifs_patch === 1
 }

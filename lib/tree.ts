@@ -45,6 +45,8 @@ export interface TreeOptions {
   gid?: number
   retainMs?: number
   retainMax?: number
+  /** Called when a generation's directory can no longer be looked up. */
+  dropped?: (name: string) => void
 }
 
 const DIR_SIZE = 4096
@@ -88,6 +90,7 @@ export class Tree {
   /** A generation whose directory exists but that ..data does not point at yet. */
   private staged: Built | undefined
   private readonly retained: LRUCache<string, Built>
+  private readonly dropped: ((name: string) => void) | undefined
   private root: Node | undefined
   private dataLink: Node | undefined
   private tmpLink: Node | undefined
@@ -101,7 +104,9 @@ export class Tree {
       max: opts.retainMax ?? 64,
       ttl: opts.retainMs ?? 5_000,
       ttlAutopurge: true,
+      dispose: (_built, name, reason) => { if (reason !== 'set') this.dropped?.(name) },
     })
+    this.dropped = opts.dropped
   }
 
   /** The current generation: the one ..data points at. */
@@ -127,6 +132,7 @@ export class Tree {
 
   /** 1. The new generation's directory appears; ..data is unchanged. */
   stage(gen: Generation, now = Date.now()): void {
+    if (this.staged && this.staged.gen.name !== gen.name) this.dropped?.(this.staged.gen.name)
     this.staged = { gen, nodes: buildNodes(gen, this.uid, this.gid) }
     this.rebuildRoot(now)
   }

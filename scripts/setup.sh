@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs what dapifs needs on Debian (12 or later) with Node.js 20: libfuse2 (the library
-# fuse-native's addon links), fuse3 (fusermount, which unmounting calls), then the npm packages.
-# For the tests: inotify-tools and a C compiler; Go (the kubelet-diff harness and the real
+# fuse-native's addon links), fuse3 (fusermount, which unmounting calls), python3, make and g++
+# (npm's postinstall builds fuse-native from patched source: scripts/fuse-native/), then the npm
+# packages. For the tests: inotify-tools and gcc; Go (the kubelet-diff harness and the real
 # kube-apiserver the tests run), etcd, rsync (its build), openssl and curl (its start-up).
 # Run as root, or as a user who can sudo.
 set -euo pipefail
@@ -9,5 +10,6 @@ cd "$(dirname "$0")/.."
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq libfuse2 fuse3 inotify-tools gcc golang-go etcd-server etcd-client rsync openssl curl ca-certificates >/dev/null
+$SUDO apt-get install -y -qq libfuse2 fuse3 python3 make g++ inotify-tools gcc golang-go etcd-server etcd-client rsync openssl curl ca-certificates >/dev/null
 npm ci --no-audit --no-fund
+node scripts/fuse-native/build.mjs --strict # fails here if the postinstall could not build it

@@ -32,6 +32,7 @@ t.test('layout, bytes and modes match the kubelet\'s', async (t) => {
   const podFile = path.join(dir, 'pod.json')
   writePod(podFile, POD({ app: 'web', tier: 'front' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
+  t.notOk(d.lines.some((l) => l.includes('prebuilt addon')), 'fuse-native is the build from patched source (npm\'s postinstall)')
   const gen = (await run('readlink', [path.join(d.mnt, '..data')])).stdout.toString().trim()
   t.match(gen, /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{1,10}$/, '..data points at a timestamped generation')
 
@@ -183,6 +184,8 @@ t.test('a flip: new bytes through labels and ..data; the old generation goes awa
   await new Promise((r) => setTimeout(r, 5500))
   const gone = await run('cat', [path.join(d.mnt, before, 'labels')])
   t.match(gone.stderr, /No such file or directory/, 'the old generation is gone')
+  // and the kernel was told to forget it: no stat from its cache (entries are cached for 60 s)
+  t.match((await run('stat', [path.join(d.mnt, before)])).stderr, /No such file or directory/, 'the kernel forgot it too')
 })
 
 t.test('a bad pod file later: logged once, the last good generation stays', async (t) => {
