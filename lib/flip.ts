@@ -53,9 +53,12 @@ const same = (a: Mutation, b: Mutation): boolean => JSON.stringify(a) === JSON.s
 
 /**
  * A walk that got a top-level link's target but has not asked for ..data after this long is
- * taken as not a walk at all (`ls -l` reads links without following them) or as gone.
+ * taken as not a walk at all (`ls -l` reads links without following them) or as gone. On a
+ * loaded machine a real walk can take well over 100 ms between the two (164 ms seen with 16
+ * readers and 3 CPU hogs on 2 CPUs); the cost of waiting longer is only that a flip right after
+ * an `ls -l` waits for it.
  */
-const WALK_LOST_MS = 100
+const WALK_LOST_MS = 1000
 
 /**
  * But nothing is written off before the rename's wait has itself run this long, counting at most

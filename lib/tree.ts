@@ -104,7 +104,7 @@ export class Tree {
       max: opts.retainMax ?? 64,
       ttl: opts.retainMs ?? 5_000,
       ttlAutopurge: true,
-      dispose: (_built, name, reason) => { if (reason !== 'set') this.dropped?.(name) },
+      dispose: (_built, name, reason) => { if (reason !== 'set' && !this.inUse(name)) this.dropped?.(name) },
     })
     this.dropped = opts.dropped
   }
@@ -114,9 +114,13 @@ export class Tree {
     return this.current?.gen
   }
 
+  private inUse(name: string): boolean {
+    return this.current?.gen.name === name || this.staged?.gen.name === name
+  }
+
   /** Whether a generation name is in use: current, staged or still resolvable. */
   has(name: string): boolean {
-    return this.current?.gen.name === name || this.staged?.gen.name === name || this.retained.has(name)
+    return this.inUse(name) || this.retained.has(name)
   }
 
   /** The top-level link names the current generation's items need. */
@@ -147,7 +151,7 @@ export class Tree {
   commit(now = Date.now()): void {
     const staged = this.staged
     if (!staged) throw new Error('no staged generation to commit')
-    if (this.current) this.retained.set(this.current.gen.name, this.current)
+    if (this.current && this.current.gen.name !== staged.gen.name) this.retained.set(this.current.gen.name, this.current)
     this.current = staged
     this.staged = undefined
     this.dataLink = this.tmpLink ?? this.link(staged.gen.name, now)

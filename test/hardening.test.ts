@@ -118,7 +118,10 @@ t.test(`16 reader processes for ${SOAK_SECONDS} s while flipping every 10 ms: no
   const rssEnd = rssMb(d.proc.pid!)
   const flipped = d.lines.filter((l) => l.includes('flipped to')).length
   t.comment(`${flips} changes written, ${flipped} flips, ${results.reduce((a, r) => a + r.reads, 0)} reads; RSS ${rssWarm.toFixed(1)} -> ${rssEnd.toFixed(1)} MB`)
-  t.ok(flipped > flips / 2, 'flips kept up')
+  // Flips coalesce: a change that comes while one is in progress is only flipped to if it is
+  // still the latest. So not every change is seen, but the last one is, and many flips happened.
+  t.ok(flipped >= SOAK_SECONDS * 10, `flips kept going: ${flipped}`)
+  t.equal(await cat(path.join(d.mnt, 'labels')), `v="${flips}"`, 'the last change is served')
   for (const [i, r] of results.entries()) {
     t.equal(r.errors, 0, `reader ${i}: no failed read ${JSON.stringify([...r.errnos])}`)
     t.same([...r.contents.keys()].filter((c) => !expected.has(c)), [], `reader ${i}: no torn or mixed read`)
