@@ -2,7 +2,7 @@
 // flips, many readers for a while, secrets kept out of the log, a non-root daemon.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { writeFileSync, unlinkSync, readFileSync, appendFileSync, chmodSync, statSync, chownSync, mkdirSync } from 'node:fs'
+import { writeFileSync, renameSync, unlinkSync, readFileSync, appendFileSync, chmodSync, statSync, chownSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { startDaemon, run, scratch, reader, parseReader, mounted, MAIN, writePod, cat } from './fixtures/daemon.js'
 
@@ -26,20 +26,21 @@ t.test('a pod file truncated mid-write, replaced by garbage or deleted: the last
   const d = await startDaemon(t, ['--pod-file', file])
   const good = JSON.stringify(pod({ v: '2' }))
   const mark = d.lines.length
-  writeFileSync(file, good.slice(0, 40)) // an editor caught half-way
+  // Each write replaces the file whole: a write in place may also be read while still empty,
+  // which is one more distinct problem, as often as the machine is slow enough to catch it.
+  const replace = (text: string): void => { writeFileSync(file + '.tmp', text); renameSync(file + '.tmp', file) }
+  replace(good.slice(0, 40)) // an editor's half-written file
   await d.waitFor(/not valid YAML or JSON/, mark)
-  writeFileSync(file, good.slice(0, 40)) // the same again: not logged again
-  writeFileSync(file, 'garbage: [')
+  replace(good.slice(0, 40)) // the same again: not logged again
+  replace('garbage: [')
   await d.waitFor(/not valid YAML or JSON: .*flow collection/, mark)
   unlinkSync(file)
   await d.waitFor(/cannot read .*pod\.json: no such file/, mark)
   const beforeReads = d.lines.length
   for (let i = 0; i < 20; i++) t.equal(await cat(path.join(d.mnt, 'labels')), 'v="1"')
   t.equal(d.lines.length, beforeReads, 'reads log nothing')
-  // A non-atomic write may also be caught empty ("is empty"): a distinct problem, logged once.
   const problems = d.lines.slice(mark)
-  t.ok(problems.length >= 3 && problems.length <= 4, `one line per distinct problem: ${JSON.stringify(problems)}`)
-  t.ok(problems.every((l, i) => i === 0 || l !== problems[i - 1]), 'the same problem is not logged twice in a row')
+  t.equal(problems.length, 3, `one line per distinct problem: ${JSON.stringify(problems)}`)
   writePod(file, pod({ v: '2' }))
   await d.waitFor(/flipped to/, mark)
   t.equal(await cat(path.join(d.mnt, 'labels')), 'v="2"', 'the next good file flips')
