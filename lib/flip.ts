@@ -70,6 +70,9 @@ const WAIT_RUN_MS = 10
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
+/** A failed step, briefly: its errno code, or else its message. */
+const why = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? (e as Error).message
+
 /**
  * Holds answers to top-level readlinks while ..data is renamed (see the top of this file), and
  * keeps account of the walks let through before: each answered top-level readlink is a walk
@@ -126,8 +129,8 @@ export class Gate {
 }
 
 export interface FlipperOptions {
-  /** Called after each completed flip; `vfs` says whether inotify saw it. */
-  flipped(gen: Generation, vfs: boolean): void
+  /** Called after each completed flip. */
+  flipped(gen: Generation): void
   /** A step failed and the flip was completed in the daemon (said once per distinct reason). */
   fellBack(reason: string): void
 }
@@ -180,8 +183,8 @@ export class Flipper {
     return path.join(this.mountpoint, p)
   }
 
-  /** One step through the VFS; true if the tree took it. */
-  private async step(m: Mutation, apply: () => void, call: () => Promise<void>): Promise<true> {
+  /** One step through the VFS, which the tree must take (accept()); throws if it doesn't. */
+  private async step(m: Mutation, apply: () => void, call: () => Promise<void>): Promise<void> {
     const p = { m, apply, done: false }
     this.pending = p
     let timer: NodeJS.Timeout | undefined
@@ -195,14 +198,13 @@ export class Flipper {
       this.pending = undefined
     }
     if (!p.done) throw new Error(`${m.op} succeeded without reaching the daemon`)
-    return true
   }
 
   private async flipOne(gen: Generation): Promise<void> {
     const { tree } = this
     if (!this.live || !this.vfs || !tree.generation) {
       tree.flip(gen)
-      this.opts.flipped(gen, false)
+      this.opts.flipped(gen)
       return
     }
     const t0 = performance.now()
@@ -222,8 +224,8 @@ export class Flipper {
       tree.setTmp(undefined)
       tree.flip(gen)
       this.gate.open()
-      this.opts.fellBack(`the flip through the VFS failed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); flipped inside the daemon, unseen by inotify`)
-      this.opts.flipped(gen, false)
+      this.opts.fellBack(`the flip through the VFS failed (${why(e)}); flipped inside the daemon, unseen by inotify`)
+      this.opts.flipped(gen)
       return
     }
     const wanted = tree.wantedLinks()
@@ -240,8 +242,8 @@ export class Flipper {
       }
     } catch (e) {
       tree.syncLinks()
-      this.opts.fellBack(`a top-level link change through the VFS failed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); made inside the daemon`)
+      this.opts.fellBack(`a top-level link change through the VFS failed (${why(e)}); made inside the daemon`)
     }
-    this.opts.flipped(gen, true)
+    this.opts.flipped(gen)
   }
 }

@@ -194,7 +194,7 @@ export class Mount {
    * sets up one more for every worker libfuse starts.
    */
   threadsSetUp(): number {
-    return (this.fuse as unknown as { _threads: Set<unknown> })._threads.size
+    return this.fuse._threads.size
   }
 
   /**
@@ -208,7 +208,7 @@ export class Mount {
     const invalidate = addon().fuse_native_invalidate_root_entry
     if (!this.live || !invalidate) return
     this.forgetting++
-    invalidate((this.fuse as unknown as { _thread: Buffer })._thread, name, (res) => {
+    invalidate(this.fuse._thread, name, (res) => {
       if (res !== 0) log('forgetting %s: %d', name, res) // -ENOENT: the kernel had not cached it
       if (--this.forgetting === 0) this.forgotten?.()
     })

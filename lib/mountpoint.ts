@@ -7,6 +7,7 @@
 // not hang us, so its stat has a time limit.
 
 import { execFile } from 'node:child_process'
+import type { Stats } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { InputError } from './shape.js'
@@ -25,10 +26,11 @@ export async function mounts(): Promise<Map<string, string>> {
   return out
 }
 
-function statWithin(p: string, ms: number): Promise<NodeJS.ErrnoException | null> {
+/** stat(p), or its error; ETIMEDOUT if the filesystem there does not answer within `ms`. */
+function statWithin(p: string, ms: number): Promise<Stats | NodeJS.ErrnoException> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), ms)
-    stat(p).then(() => null, (e: NodeJS.ErrnoException) => e).then((r) => { clearTimeout(timer); resolve(r) })
+    stat(p).catch((e: NodeJS.ErrnoException) => e).then((r) => { clearTimeout(timer); resolve(r) })
   })
 }
 
@@ -47,9 +49,9 @@ export async function prepareMountpoint(mountpoint: string): Promise<boolean> {
   const fail = (problem: string): never => { throw new InputError(mountpoint, problem) }
   const type = (await mounts()).get(abs)
   if (type !== undefined) {
-    const err = await statWithin(abs, 2000)
-    if (err?.code !== 'ENOTCONN') {
-      fail(`is busy: a ${type} filesystem is mounted there${err ? ` (${err.code})` : ''}; unmount it first`)
+    const st = await statWithin(abs, 2000)
+    if (!(st instanceof Error) || st.code !== 'ENOTCONN') {
+      fail(`is busy: a ${type} filesystem is mounted there${st instanceof Error ? ` (${st.code})` : ''}; unmount it first`)
     }
     try {
       await lazyUnmount(abs)
@@ -58,10 +60,8 @@ export async function prepareMountpoint(mountpoint: string): Promise<boolean> {
     }
     return true
   }
-  const err = await statWithin(abs, 2000).then((e) => e)
-  if (err?.code === 'ENOENT') fail('does not exist (create the directory first)')
-  if (err) fail(`cannot be used: ${err.code ?? err.message}`)
-  const st = await stat(abs)
-  if (!st.isDirectory()) fail('is not a directory')
+  const st = await statWithin(abs, 2000)
+  if (st instanceof Error) fail(st.code === 'ENOENT' ? 'does not exist (create the directory first)' : `cannot be used: ${st.code ?? st.message}`)
+  else if (!st.isDirectory()) fail('is not a directory')
   return false
 }

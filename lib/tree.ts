@@ -64,13 +64,11 @@ function buildNodes(gen: Generation, uid: number, defaultGid: number): Map<strin
   const dirs = new Map<string, Set<string>>([['', new Set()]])
   for (const f of gen.projection.files) {
     nodes.set(f.path, { kind: 'file', stat: stat(S_IFREG | f.mode, uid, gid, f.data.length, 1, ms), data: f.data })
+    // Each prefix of the path is a directory that holds the next segment.
     const parts = f.path.split('/')
     for (let i = 0; i < parts.length; i++) {
       const parent = parts.slice(0, i).join('/')
-      let children = dirs.get(parent)
-      if (!children) dirs.set(parent, (children = new Set()))
-      children.add(parts[i]!)
-      if (i < parts.length - 1 && !dirs.has(parts.slice(0, i + 1).join('/'))) dirs.set(parts.slice(0, i + 1).join('/'), new Set())
+      dirs.set(parent, (dirs.get(parent) ?? new Set()).add(parts[i]!))
     }
   }
   for (const [path, children] of dirs) {

@@ -4,7 +4,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { writeFileSync, renameSync, unlinkSync, readFileSync, appendFileSync, chmodSync, statSync, chownSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import { startDaemon, run, scratch, reader, parseReader, mounted, MAIN, writePod, cat } from './fixtures/daemon.js'
+import { startDaemon, run, scratchPod, reader, parseReader, mounted, MAIN, writePod, cat } from './fixtures/daemon.js'
 
 const SOAK_SECONDS = Number(process.env.DAPIFS_SOAK_SECONDS ?? 10)
 
@@ -20,9 +20,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const rssMb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024
 
 t.test('a pod file truncated mid-write, replaced by garbage or deleted: the last good generation stays, logged once', async (t) => {
-  const dir = scratch(t)
-  const file = path.join(dir, 'pod.json')
-  writePod(file, pod({ v: '1' }, { secret: 's3cr3t-value' }))
+  const file = scratchPod(t, pod({ v: '1' }, { secret: 's3cr3t-value' }))
   const d = await startDaemon(t, ['--pod-file', file])
   const good = JSON.stringify(pod({ v: '2' }))
   const mark = d.lines.length
@@ -48,10 +46,8 @@ t.test('a pod file truncated mid-write, replaced by garbage or deleted: the last
 })
 
 t.test('a daemon SIGKILLed under readers: they get errors, not hangs; a new daemon serves at once', async (t) => {
-  const dir = scratch(t)
-  const file = path.join(dir, 'pod.json')
-  writePod(file, pod({ v: '1' }))
-  const mnt = path.join(dir, 'mnt')
+  const file = scratchPod(t, pod({ v: '1' }))
+  const mnt = path.join(path.dirname(file), 'mnt')
   const d = await startDaemon(t, ['--pod-file', file], { mnt })
   const bin = await reader()
   const started = Date.now()
@@ -71,9 +67,7 @@ t.test('a daemon SIGKILLed under readers: they get errors, not hangs; a new daem
 })
 
 t.test('files held open across 30 flips keep their generation\'s bytes', async (t) => {
-  const dir = scratch(t)
-  const file = path.join(dir, 'pod.json')
-  writePod(file, pod({ v: 'first' }))
+  const file = scratchPod(t, pod({ v: 'first' }))
   const d = await startDaemon(t, ['--pod-file', file])
   // A reader that opens labels once, then re-reads it from offset 0 on each line of input.
   const script = 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfor _ in sys.stdin:\n  print(os.pread(fd,65536,0).hex(),flush=True)\n'
@@ -98,9 +92,7 @@ t.test('files held open across 30 flips keep their generation\'s bytes', async (
 })
 
 t.test(`16 reader processes for ${SOAK_SECONDS} s while flipping every 10 ms: no failed read, memory flat`, async (t) => {
-  const dir = scratch(t)
-  const file = path.join(dir, 'pod.json')
-  writePod(file, pod({ v: '0' }))
+  const file = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', file], { env: { DEBUG: 'dapifs:memory' } })
   const bin = await reader()
   const readers = Array.from({ length: 16 }, () => run(bin, ['cat', path.join(d.mnt, 'labels'), '1', String(SOAK_SECONDS), '--contents'], { timeoutMs: (SOAK_SECONDS + 30) * 1000 }))
@@ -140,9 +132,7 @@ t.test('a daemon stalled mid-flip (SIGSTOP, as CPU throttling does) fails no rea
   // After a stall every walk the flip waits for looks overdue, while its readlink of ..data is
   // only queued behind the daemon's timers (lib/flip.ts, WAIT_RUN_MS). Before that was handled,
   // about one run in three failed here with ENOENT.
-  const dir = scratch(t)
-  const file = path.join(dir, 'pod.json')
-  writePod(file, pod({ v: '0' }))
+  const file = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', file])
   const bin = await reader()
   const readers = Array.from({ length: 8 }, () => run(bin, ['cat', path.join(d.mnt, 'labels'), '1', '12', '--contents'], { timeoutMs: 50_000 }))
@@ -188,10 +178,8 @@ t.test('a non-root daemon works where the system allows it (user_allow_other)', 
   })
   chmodSync('/dev/fuse', 0o666)
   appendFileSync('/etc/fuse.conf', '\nuser_allow_other\n')
-  const dir = scratch(t)
-  const file = path.join(dir, 'pod.json')
-  writePod(file, pod({ v: '1' }))
-  const mnt = path.join(dir, 'mnt')
+  const file = scratchPod(t, pod({ v: '1' }))
+  const mnt = path.join(path.dirname(file), 'mnt')
   mkdirSync(mnt)
   chownSync(mnt, 65534, 65534)
   chownSync(file, 65534, 65534)

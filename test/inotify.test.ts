@@ -3,7 +3,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import type { Test } from 'tap'
-import { startDaemon, run, scratch, type Daemon, writePod } from './fixtures/daemon.js'
+import { startDaemon, run, scratchPod, dataTarget, type Daemon, writePod } from './fixtures/daemon.js'
 
 const pod = (labels: Record<string, string>, extraItem = false) => ({
   apiVersion: 'v1', kind: 'Pod',
@@ -44,9 +44,7 @@ async function flip(d: Daemon, file: string, p: unknown): Promise<void> {
 }
 
 t.test('inotifywait sees the atomic writer\'s events for every flip', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, pod({ v: '0' }))
+  const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const w = watcher(t, 'inotifywait', ['-m', '--format', '%e %f', d.mnt])
   await w.ready
@@ -61,9 +59,7 @@ t.test('inotifywait sees the atomic writer\'s events for every flip', async (t) 
 })
 
 t.test('a Node fs.watch in another process fires on each change', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, pod({ v: '0' }))
+  const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const script = `const fs = require('fs'); fs.watch(${JSON.stringify(d.mnt)}, (e, f) => console.log(e, f)); console.log('watching')`
   const w = watcher(t, process.execPath, ['-e', script])
@@ -78,12 +74,10 @@ t.test('a Node fs.watch in another process fires on each change', async (t) => {
 })
 
 t.test('stray mutations still fail, from root and from other users', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, pod({ v: '0' }))
+  const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const m = d.mnt
-  const gen = (await run('readlink', [path.join(m, '..data')])).stdout.toString().trim()
+  const gen = await dataTarget(m)
   const attempts: [string, string[]][] = [
     ['ln', ['-s', gen, `${m}/..data_tmp`]], // the right target, outside a flip
     ['ln', ['-s', 'x', `${m}/..data_tmp`]],
@@ -100,7 +94,7 @@ t.test('stray mutations still fail, from root and from other users', async (t) =
     t.match(other.stderr, /Read-only file system|Permission denied|Operation not permitted/, `uid 65534: ${cmd} ${args.join(' ')}`)
     t.not(other.code, 0)
   }
-  t.equal((await run('readlink', [path.join(m, '..data')])).stdout.toString().trim(), gen, '..data is unchanged')
+  t.equal(await dataTarget(m), gen, '..data is unchanged')
   t.equal((await run('cat', [path.join(m, 'labels')])).stdout.toString(), 'v="0"')
   // A flip still works afterwards.
   await flip(d, podFile, pod({ v: '1' }))
@@ -108,9 +102,7 @@ t.test('stray mutations still fail, from root and from other users', async (t) =
 })
 
 t.test('a flip the VFS refuses (a read-only bind) is made inside the daemon', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, pod({ v: '0' }))
+  const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const ro = await run('mount', ['-o', 'remount,ro,bind', d.mnt])
   t.equal(ro.code, 0, ro.stderr)
@@ -125,9 +117,7 @@ t.test('a flip the VFS refuses (a read-only bind) is made inside the daemon', as
 })
 
 t.test('--no-inotify: flips inside the daemon, and watchers see nothing', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, pod({ v: '0' }))
+  const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile, '--no-inotify'])
   const w = watcher(t, 'inotifywait', ['-m', '--format', '%e %f', d.mnt])
   await w.ready

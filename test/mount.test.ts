@@ -2,7 +2,7 @@
 import t from 'tap'
 import { writeFileSync, renameSync } from 'node:fs'
 import path from 'node:path'
-import { startDaemon, run, sh, scratch, mounted, reader, parseReader, writePod, cat } from './fixtures/daemon.js'
+import { startDaemon, run, sh, scratchPod, dataTarget, mounted, reader, parseReader, writePod, cat } from './fixtures/daemon.js'
 
 const POD = (labels: Record<string, string>, annotations: Record<string, string> = { note: 'say "hi"\n\tbye', emoji: '😀 é' }) => ({
   apiVersion: 'v1', kind: 'Pod',
@@ -28,12 +28,10 @@ const POD = (labels: Record<string, string>, annotations: Record<string, string>
 
 
 t.test('layout, bytes and modes match the kubelet\'s', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web', tier: 'front' }))
+  const podFile = scratchPod(t, POD({ app: 'web', tier: 'front' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   t.notOk(d.lines.some((l) => l.includes('prebuilt addon')), 'fuse-native is the build from patched source (npm\'s postinstall)')
-  const gen = (await run('readlink', [path.join(d.mnt, '..data')])).stdout.toString().trim()
+  const gen = await dataTarget(d.mnt)
   t.match(gen, /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{1,10}$/, '..data points at a timestamped generation')
 
   // ls -la: names, types, modes, owners, link targets
@@ -77,9 +75,7 @@ t.test('layout, bytes and modes match the kubelet\'s', async (t) => {
 })
 
 t.test('permissions: the kernel enforces the modes for other users', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
+  const podFile = scratchPod(t, POD({ app: 'web' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const asNobody = (...cmd: string[]) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...cmd])
   const ok = await asNobody('cat', path.join(d.mnt, 'labels'))
@@ -93,9 +89,7 @@ t.test('permissions: the kernel enforces the modes for other users', async (t) =
 })
 
 t.test('--uid, --gid and fsGroup set owners and modes', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
+  const podFile = scratchPod(t, POD({ app: 'web' }))
   const d = await startDaemon(t, ['--pod-file', podFile, '--uid', '1000', '--gid', '1001', '--fs-group', '2000'])
   const st = async (p: string) => (await run('stat', ['-c', '%A %u %g', p])).stdout.toString().trim()
   t.equal(await st(d.mnt), 'drwxrwsrwt 1000 2000', 'the root is setgid, group fsGroup')
@@ -108,12 +102,10 @@ t.test('--uid, --gid and fsGroup set owners and modes', async (t) => {
 })
 
 t.test('read-only: every change fails with EROFS', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
+  const podFile = scratchPod(t, POD({ app: 'web' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const m = d.mnt
-  const gen = (await run('readlink', [path.join(m, '..data')])).stdout.toString().trim()
+  const gen = await dataTarget(m)
   const attempts: [string, string[]][] = [
     ['touch', [`${m}/new`]],
     ['touch', [`${m}/..data/labels`]],
@@ -145,16 +137,14 @@ t.test('read-only: every change fails with EROFS', async (t) => {
 })
 
 t.test('a flip: new bytes through labels and ..data; the old generation goes away', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
+  const podFile = scratchPod(t, POD({ app: 'web' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
-  const before = (await run('readlink', [path.join(d.mnt, '..data')])).stdout.toString().trim()
+  const before = await dataTarget(d.mnt)
   const from = d.lines.length
   writePod(podFile, POD({ app: 'web', version: 'v2' }))
   await d.waitFor(/flipped to \.\.\S+: labels changed$/, from)
   t.equal(await cat(path.join(d.mnt, 'labels')), 'app="web"\nversion="v2"')
-  const after = (await run('readlink', [path.join(d.mnt, '..data')])).stdout.toString().trim()
+  const after = await dataTarget(d.mnt)
   t.not(after, before, '..data points at a new directory')
   const names = (await run('ls', ['-a', d.mnt])).stdout.toString().split('\n')
   t.ok(names.includes(after) && !names.includes(before), 'only the new generation is listed')
@@ -167,7 +157,7 @@ t.test('a flip: new bytes through labels and ..data; the old generation goes awa
   writePod(podFile, same)
   await new Promise((r) => setTimeout(r, 300))
   t.same(d.lines.slice(quiet).filter((l) => /flipped/.test(l)), [], 'no flip for an unrelated change')
-  t.equal((await run('readlink', [path.join(d.mnt, '..data')])).stdout.toString().trim(), after)
+  t.equal(await dataTarget(d.mnt), after)
 
   // items added and removed add and remove their top-level links
   const fewer = POD({ app: 'web', version: 'v2' }) as { spec: { volumes: { downwardAPI: { items: { path: string }[] } }[] } }
@@ -189,9 +179,7 @@ t.test('a flip: new bytes through labels and ..data; the old generation goes awa
 })
 
 t.test('a bad pod file later: logged once, the last good generation stays', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
+  const podFile = scratchPod(t, POD({ app: 'web' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const mark = d.lines.length
   writeFileSync(podFile + '.tmp', 'garbage: [')
@@ -209,10 +197,8 @@ t.test('a bad pod file later: logged once, the last good generation stays', asyn
 })
 
 t.test('stress: readers across up to 200 flips see whole generations, and no errors', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
   const labelsOf = (i: number): Record<string, string> => ({ app: 'web', gen: String(i), pad: 'x'.repeat(i % 50) })
-  writePod(podFile, POD(labelsOf(0)))
+  const podFile = scratchPod(t, POD(labelsOf(0)))
   const d = await startDaemon(t, ['--pod-file', podFile])
   const bin = await reader()
   const expected = new Set<string>()
@@ -241,10 +227,8 @@ t.test('stress: readers across up to 200 flips see whole generations, and no err
 })
 
 t.test('lifecycle: SIGTERM unmounts; a SIGKILLed daemon\'s mountpoint is taken over', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
-  const mnt = path.join(dir, 'mnt')
+  const podFile = scratchPod(t, POD({ app: 'web' }))
+  const mnt = path.join(path.dirname(podFile), 'mnt')
   const first = await startDaemon(t, ['--pod-file', podFile], { mnt })
   t.ok(mounted(mnt))
   t.equal(await first.stop('SIGTERM'), 0, 'exit code 0 after SIGTERM')
@@ -261,9 +245,8 @@ t.test('lifecycle: SIGTERM unmounts; a SIGKILLed daemon\'s mountpoint is taken o
 })
 
 t.test('start-up errors: one line, exit 2, nothing mounted', async (t) => {
-  const dir = scratch(t)
-  const podFile = path.join(dir, 'pod.json')
-  writePod(podFile, POD({ app: 'web' }))
+  const podFile = scratchPod(t, POD({ app: 'web' }))
+  const dir = path.dirname(podFile)
   const bad = path.join(dir, 'bad.yaml')
   writeFileSync(bad, 'kind: Pod\nspec: {volumes: [{name: v, downwardAPI: {items: [{path: x, fieldRef: {fieldPath: spec.nodeName}}]}}]}\n')
   const file = path.join(dir, 'file')

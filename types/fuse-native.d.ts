@@ -37,6 +37,10 @@ declare module 'fuse-native' {
   class Fuse {
     constructor(mnt: string, ops: Ops, opts?: Opts)
     readonly mnt: string
+    /** fuse-native's own: the mount's native state (the addon's fuse_thread_t). */
+    readonly _thread: Buffer
+    /** fuse-native's own: the thread-locals it has set up for libfuse's worker threads. */
+    readonly _threads: Set<Buffer>
     mount(cb: (err: Error | null) => void): void
     unmount(cb: (err: Error | null) => void): void
     static unmount(mnt: string, cb: (err: Error | null) => void): void

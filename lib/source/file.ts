@@ -66,7 +66,6 @@ export class FileSource {
       this.sink.problem((e as Error).message)
       return
     }
-    log('read %s', this.file)
     this.sink.pod(pod)
   }
 }
