@@ -25,11 +25,16 @@ const USAGE = `usage:
       the pod file, or the pod in its cluster.
   dapifs render ${INPUTS}
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
+  dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
+                [--registration-dir DIR | --no-registration] [--debug]
+      Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
+      ephemeral inline volume, registered with the kubelet through DIR
+      (default /var/lib/kubelet/plugins_registry). README, "Running in a cluster".
   dapifs demo [MOUNTPOINT]
       Mount the example pod (examples/dapi-volume.yaml) at MOUNTPOINT (default /tmp/dapifs-demo).
   dapifs help
       Show this.`
-const COMMANDS = 'mount, render, demo, help'
+const COMMANDS = 'mount, render, csi, demo, help'
 
 const INPUT_OPTIONS = {
   'pod-file': { type: 'string' },
@@ -152,6 +157,28 @@ async function mountCommand(args: string[]): Promise<number> {
   return serve(mountpoint, flags)
 }
 
+const CSI_OPTIONS = {
+  endpoint: { type: 'string' },
+  'node-name': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  context: { type: 'string' },
+  'registration-dir': { type: 'string' },
+  'no-registration': { type: 'boolean' },
+  debug: { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options']
+
+async function csi(args: string[]): Promise<number> {
+  const [v] = parse(args, CSI_OPTIONS)
+  const { csiCommand } = await import('./csi/command.js')
+  const flags: import('./csi/command.js').CsiFlags = {}
+  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir']] as const) {
+    if (typeof v[flag] === 'string') flags[key] = v[flag] as string
+  }
+  if (v['no-registration']) flags.noRegistration = true
+  if (v.debug) flags.debug = true
+  return csiCommand(flags)
+}
+
 const EXAMPLE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'examples', 'dapi-volume.yaml')
 
 async function demo(args: string[]): Promise<number> {
@@ -179,6 +206,8 @@ export async function main(argv: string[]): Promise<number> {
         return await mountCommand(args)
       case 'demo':
         return await demo(args)
+      case 'csi':
+        return await csi(args)
       case 'render':
         await render(args)
         return 0

@@ -99,8 +99,8 @@ t.test('without --node-allocatable, this machine stands in for the node', async 
 t.test('bad input: one line naming the problem, exit 2, nothing on stdout', async (t) => {
   const pod = file('pod2.yaml', POD)
   const cases: [string[], RegExp][] = [
-    [[], /^dapifs: a command is required \(mount, render, demo, help\)$/],
-    [['frobnicate'], /^dapifs: unknown command "frobnicate" \(commands: mount, render, demo, help\)$/],
+    [[], /^dapifs: a command is required \(mount, render, csi, demo, help\)$/],
+    [['frobnicate'], /^dapifs: unknown command "frobnicate" \(commands: mount, render, csi, demo, help\)$/],
     [['render'], /^dapifs: one of --pod-file FILE or --pod NAMESPACE\/NAME is required: the pod to render$/],
     [['render', '--pod-file'], /^dapifs: Option '--pod-file <value>' argument missing$/],
     [['render', '--pdo', 'x'], /^dapifs: Unknown option '--pdo'$/],

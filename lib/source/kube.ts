@@ -46,7 +46,7 @@ export function parsePodRef(text: string): { namespace: string; name: string } {
  * Credentials as kubectl finds them: --kubeconfig, then $KUBECONFIG, then ~/.kube/config, then
  * the service account of the pod we run in.
  */
-export function loadKubeConfig(opts: KubeOptions): { kc: KubeConfig; context: string } {
+export function loadKubeConfig(opts: KubeOptions, flag = '--pod'): { kc: KubeConfig; context: string } {
   const kc = new KubeConfig()
   try {
     if (opts.kubeconfig !== undefined) {
@@ -57,7 +57,7 @@ export function loadKubeConfig(opts: KubeOptions): { kc: KubeConfig; context: st
     } else if (process.env.KUBERNETES_SERVICE_HOST) {
       kc.loadFromCluster()
     } else {
-      throw new InputError('--pod', 'no cluster credentials: give --kubeconfig FILE, set KUBECONFIG, or create ~/.kube/config (in a pod, its service account is used)')
+      throw new InputError(flag, 'no cluster credentials: give --kubeconfig FILE, set KUBECONFIG, or create ~/.kube/config (in a pod, its service account is used)')
     }
   } catch (e) {
     if (e instanceof InputError) throw e

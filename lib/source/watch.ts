@@ -1,7 +1,7 @@
-// Keeps one named object (a pod, a node) current from the API server, for as long as it runs:
+// Keeps a field-selected collection (the pods on a node), or one named object (a pod, a node),
+// current from the API server, for as long as it runs:
 //
-//   1. list, with a field selector on the name, to get the object (or its absence) and a
-//      resourceVersion;
+//   1. list, with the field selector, to get the objects and a resourceVersion;
 //   2. watch from that resourceVersion (with bookmarks, and a server-side timeout), passing on
 //      every ADDED, MODIFIED and DELETED;
 //   3. when the watch ends, watch again from the last resourceVersion seen, at once if it ended
@@ -22,6 +22,30 @@ const log = createDebug('dapifs:source:watch')
 
 export interface ListResult { items: unknown[]; resourceVersion: string }
 
+export interface CollectionTarget {
+  /** For messages: `pods on node n1`. */
+  what: string
+  /** The collection's path: `/api/v1/pods`. */
+  path: string
+  /** `spec.nodeName=n1`: the same for the list and the watch. */
+  fieldSelector: string
+  /** Lists with that field selector. */
+  list(): Promise<ListResult>
+}
+
+interface Reporting {
+  /** A failure, already retried. */
+  problem(message: string, err: unknown): void
+  /** A recovery after a problem. */
+  recovered?(): void
+}
+
+export interface CollectionSink extends Reporting {
+  /** Every object there is (raw JSON), after each list: what was not listed is gone. */
+  listed(items: unknown[]): void
+  changed(obj: unknown, how: 'added' | 'modified' | 'deleted'): void
+}
+
 export interface WatchTarget {
   /** For messages: `pod shop/web-1`. */
   what: string
@@ -31,13 +55,9 @@ export interface WatchTarget {
   list(): Promise<ListResult>
 }
 
-export interface WatchSink {
+export interface WatchSink extends Reporting {
   /** The object as it now is (raw JSON), or undefined when it does not exist. */
   object(obj: unknown | undefined, how: 'listed' | 'added' | 'modified' | 'deleted'): void
-  /** A failure, already retried. */
-  problem(message: string, err: unknown): void
-  /** A recovery after a problem. */
-  recovered?(): void
 }
 
 const BACKOFF_MIN_MS = 100
@@ -45,7 +65,7 @@ const BACKOFF_MAX_MS = 5_000
 /** The server ends each watch after about this long; silence beyond it means a dead connection. */
 const WATCH_SECONDS = 300
 
-export class NamedWatch {
+export class ListWatch {
   private rv: string | undefined
   private stopped = true
   private backoff = BACKOFF_MIN_MS
@@ -56,7 +76,7 @@ export class NamedWatch {
   /** Incremented per attempt: callbacks of an attempt that was given up are ignored. */
   private attempt = 0
 
-  constructor(private readonly kc: KubeConfig, private readonly target: WatchTarget, private readonly sink: WatchSink) {}
+  constructor(private readonly kc: KubeConfig, private readonly target: CollectionTarget, private readonly sink: CollectionSink) {}
 
   start(): void {
     this.stopped = false
@@ -108,8 +128,7 @@ export class NamedWatch {
     if (attempt !== this.attempt) return
     this.ok()
     this.rv = result.resourceVersion
-    const obj = result.items.find((o) => nameOf(o) === this.target.name)
-    this.sink.object(obj, 'listed')
+    this.sink.listed(result.items)
     void this.watch()
   }
 
@@ -117,7 +136,7 @@ export class NamedWatch {
     if (this.stopped) return
     const attempt = ++this.attempt
     const params = {
-      fieldSelector: `metadata.name=${this.target.name}`,
+      fieldSelector: this.target.fieldSelector,
       resourceVersion: this.rv,
       allowWatchBookmarks: true,
       timeoutSeconds: WATCH_SECONDS,
@@ -143,9 +162,7 @@ export class NamedWatch {
       switch (type) {
         case 'ADDED': case 'MODIFIED': case 'DELETED':
           if (rv) this.rv = rv
-          if (nameOf(obj) === this.target.name) {
-            this.sink.object(type === 'DELETED' ? undefined : obj, type === 'ADDED' ? 'added' : type === 'MODIFIED' ? 'modified' : 'deleted')
-          }
+          this.sink.changed(obj, type === 'ADDED' ? 'added' : type === 'MODIFIED' ? 'modified' : 'deleted')
           break
         case 'BOOKMARK':
           if (rv) this.rv = rv
@@ -182,6 +199,19 @@ export class NamedWatch {
     } catch (e) {
       onDone(e)
     }
+  }
+}
+
+/** One object, by name: its absence is news too. */
+export class NamedWatch extends ListWatch {
+  constructor(kc: KubeConfig, target: WatchTarget, sink: WatchSink) {
+    const { name } = target
+    super(kc, { what: target.what, path: target.path, fieldSelector: `metadata.name=${name}`, list: target.list }, {
+      listed: (items) => sink.object(items.find((o) => nameOf(o) === name), 'listed'),
+      changed: (obj, how) => { if (nameOf(obj) === name) sink.object(how === 'deleted' ? undefined : obj, how) },
+      problem: (m, e) => sink.problem(m, e),
+      ...(sink.recovered ? { recovered: () => sink.recovered!() } : {}),
+    })
   }
 }
 

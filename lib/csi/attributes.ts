@@ -1,0 +1,63 @@
+// What a CSI ephemeral volume asks for, from NodePublishVolume's volume_context: the pod's
+// volumeAttributes (`items`, `defaultMode`) and what the kubelet adds with podInfoOnMount
+// (csi.storage.k8s.io/pod.name, pod.namespace, pod.uid, serviceAccount.name, ephemeral).
+//
+// The items are checked exactly as a downwardAPI volume's are (projection.ts checkVolume), with
+// the same one-line messages as `dapifs render --items`; where a field is wrong the message
+// names it from `volumeAttributes`, as the pod's author wrote it.
+
+import { parseManifest } from '../manifest.js'
+import type { DownwardVolume } from '../pod.js'
+import { readDownwardAPISource } from '../pod.js'
+import { checkVolume } from '../projection.js'
+import { InputError, Shape } from '../shape.js'
+
+const POD_INFO = 'csi.storage.k8s.io/'
+const ATTRIBUTES = ['items', 'defaultMode']
+
+export interface PodRef { namespace: string; name: string; uid: string }
+
+export interface VolumeRequest {
+  pod: PodRef
+  volume: DownwardVolume
+  /** The same for the same request: what makes a second publish a no-op. */
+  key: string
+}
+
+/** The pod's volume name, from a kubelet target path (…/volumes/kubernetes.io~csi/NAME/mount). */
+export function volumeNameOf(targetPath: string, fallback: string): string {
+  const m = /\/volumes\/kubernetes\.io~csi\/([^/]+)\/mount\/?$/.exec(targetPath)
+  return m ? m[1]! : fallback
+}
+
+function parseAttribute(text: string, where: string): unknown {
+  const docs = parseManifest(text, where)
+  if (docs.length !== 1) throw new InputError(where, `must hold one YAML or JSON value, not ${docs.length}`)
+  return docs[0]
+}
+
+export function readVolumeContext(ctx: Record<string, string>, volumeName: string): VolumeRequest {
+  for (const key of Object.keys(ctx)) {
+    if (!key.startsWith(POD_INFO) && !ATTRIBUTES.includes(key)) {
+      throw new InputError('volumeAttributes', `unknown attribute ${JSON.stringify(key)} (allowed: ${ATTRIBUTES.join(', ')})`)
+    }
+  }
+  const info = (k: string): string => {
+    const v = ctx[POD_INFO + k]
+    if (!v) throw new InputError('volume_context', `has no ${POD_INFO}${k}: the CSIDriver object must set podInfoOnMount: true`)
+    return v
+  }
+  if (ctx[POD_INFO + 'ephemeral'] === 'false') {
+    throw new InputError('volume_context', 'is for a persistent volume: dapifs serves only CSI ephemeral inline volumes (volumeLifecycleModes: [Ephemeral])')
+  }
+  const pod = { namespace: info('pod.namespace'), name: info('pod.name'), uid: info('pod.uid') }
+  if (ctx.items === undefined) {
+    throw new InputError('volumeAttributes.items', 'is required: the downwardAPI items list, as YAML or JSON (- path: labels\\n  fieldRef: {fieldPath: metadata.labels})')
+  }
+  const source: Record<string, unknown> = { items: parseAttribute(ctx.items, 'volumeAttributes.items') }
+  if (!Array.isArray(source.items)) new Shape(source.items, 'volumeAttributes.items').list()
+  if (ctx.defaultMode !== undefined) source.defaultMode = parseAttribute(ctx.defaultMode, 'volumeAttributes.defaultMode')
+  const volume = readDownwardAPISource(new Shape(source, 'volumeAttributes'), volumeName)
+  checkVolume(volume)
+  return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
+}

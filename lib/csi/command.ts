@@ -1,0 +1,95 @@
+// `dapifs csi`: the node agent's life.
+//   1. Check the flags and the credentials (a bad one: one line, exit 2).
+//   2. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
+//      once: a publish that comes before the pods are listed waits for them.
+//   3. Register with the kubelet through its registration directory (unless --no-registration,
+//      for the standard node-driver-registrar sidecar).
+//   4. On SIGINT or SIGTERM: stop registering and serving, unmount every volume, exit 0.
+
+import { readFileSync } from 'node:fs'
+import createDebug from 'debug'
+import { InputError } from '../shape.js'
+import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
+import { Volumes } from './volumes.js'
+
+export interface CsiFlags {
+  endpoint?: string
+  nodeName?: string
+  kubeconfig?: string
+  context?: string
+  registrationDir?: string
+  noRegistration?: boolean
+  debug?: boolean
+}
+
+export const DEFAULT_REGISTRATION_DIR = '/var/lib/kubelet/plugins_registry'
+
+const say = (line: string): void => { process.stderr.write(`dapifs csi: ${line}\n`) }
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+  } catch {
+    return 'unknown'
+  }
+}
+
+const NODE_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/
+
+export async function csiCommand(flags: CsiFlags): Promise<number> {
+  if (flags.endpoint === undefined) throw new InputError('--endpoint', 'is required: unix:///var/lib/kubelet/plugins/csi.dapifs.dev/csi.sock, the socket the kubelet dials')
+  const socket = socketPath(flags.endpoint)
+  if (!socket) throw new InputError('--endpoint', `${JSON.stringify(flags.endpoint)} is not a unix socket (unix:///ABSOLUTE/PATH)`)
+  if (flags.nodeName === undefined) throw new InputError('--node-name', 'is required: the name of the Node this agent serves (in a DaemonSet, from the downward API: spec.nodeName)')
+  if (!NODE_NAME.test(flags.nodeName) || flags.nodeName.length > 253) throw new InputError('--node-name', `${JSON.stringify(flags.nodeName)} is not a node name (a lowercase DNS name)`)
+  if (flags.noRegistration && flags.registrationDir !== undefined) throw new InputError('--no-registration', 'cannot be combined with --registration-dir')
+  if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
+  const nodeName = flags.nodeName
+
+  // Loaded only here: @kubernetes/client-node takes most of a second to load.
+  const { loadKubeConfig } = await import('../source/kube.js')
+  const { NodeSource } = await import('../source/node.js')
+  const { kc, context } = loadKubeConfig(flags, 'csi')
+  const source = new NodeSource(kc, nodeName, { problem: say, info: say })
+  const volumes = new Volumes(source, { say, allowOther: process.getuid?.() === 0 })
+  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced })
+  source.start()
+  let registration: RegistrationServer | undefined
+  try {
+    await csi.listen(socket)
+    if (!flags.noRegistration) {
+      registration = new RegistrationServer(flags.registrationDir ?? DEFAULT_REGISTRATION_DIR, socket, (ok, error) => {
+        say(ok ? `registered with the kubelet as ${DRIVER_NAME}` : `the kubelet refused the registration: ${error}`)
+      })
+      await registration.listen()
+    }
+  } catch (e) {
+    source.stop()
+    await csi.stop()
+    throw e instanceof InputError ? e : new InputError(socket, `cannot serve: ${(e as Error).message}`)
+  }
+  const synced = new Promise<void>((resolve) => {
+    const stop = source.listen(() => { if (source.synced) { stop(); resolve() } })
+  })
+  say(`serving ${DRIVER_NAME} for node ${nodeName} (context ${context}) on ${socket}` +
+    (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)'))
+  void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
+
+  return new Promise((resolve) => {
+    let stopping = false
+    const stop = (why: string): void => {
+      if (stopping) return
+      stopping = true
+      say(`${why}: unmounting ${volumes.size} volumes`)
+      void (async () => {
+        await registration?.stop()
+        await csi.stop()
+        await volumes.stop()
+        source.stop()
+        resolve(0)
+      })()
+    }
+    process.once('SIGINT', () => stop('SIGINT'))
+    process.once('SIGTERM', () => stop('SIGTERM'))
+  })
+}

@@ -1,0 +1,158 @@
+// The gRPC side of the driver, and nothing else: the CSI Identity and Node services on the
+// driver's socket, and the kubelet's plugin registration service on a socket in the kubelet's
+// registration directory. Each call is handed to Volumes (volumes.ts); a CsiError becomes its
+// status code with its one-line message. RPCs not listed here (NodeStageVolume, the Controller
+// service, ...) answer UNIMPLEMENTED, as grpc-js answers for any method without a handler.
+
+import { existsSync } from 'node:fs'
+import { mkdir, unlink } from 'node:fs/promises'
+import net from 'node:net'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import createDebug from 'debug'
+import { InputError } from '../shape.js'
+import { CsiError, type PublishRequest, type Volumes } from './volumes.js'
+
+const log = createDebug('dapifs:csi:server')
+
+export const DRIVER_NAME = 'csi.dapifs.dev'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+/** The .proto files: beside this module (dist/csi/, copied by the build) or in lib/csi/. */
+function protoPath(name: string): string {
+  const here = path.join(HERE, name)
+  return existsSync(here) ? here : path.join(HERE, '..', '..', 'lib', 'csi', name)
+}
+
+const LOAD = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true }
+
+type Pkg = Record<string, grpc.ServiceClientConstructor & Record<string, unknown>>
+
+export function loadCsi(): { Identity: grpc.ServiceClientConstructor; Node: grpc.ServiceClientConstructor } {
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath('csi.proto'), LOAD)) as unknown as { csi: { v1: Pkg } }
+  return { Identity: pkg.csi.v1.Identity!, Node: pkg.csi.v1.Node! }
+}
+
+export function loadRegistration(): grpc.ServiceClientConstructor {
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath('registration.proto'), LOAD)) as unknown as { pluginregistration: Pkg }
+  return pkg.pluginregistration.Registration!
+}
+
+/** `unix:///run/csi.sock` or `/run/csi.sock`: the socket's path. */
+export function socketPath(endpoint: string): string | undefined {
+  const m = /^unix:\/\/(\/.+)$/.exec(endpoint) ?? /^unix:(\/.+)$/.exec(endpoint) ?? /^(\/.+)$/.exec(endpoint)
+  return m ? m[1] : undefined
+}
+
+type Handler = (req: never, deadline: number) => Promise<object>
+
+function unary(fn: Handler, name: string): grpc.handleUnaryCall<unknown, unknown> {
+  return (call, callback) => {
+    const d = call.getDeadline()
+    const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : Date.now() + 60_000
+    fn(call.request as never, deadline).then((res) => callback(null, res), (e: unknown) => {
+      if (e instanceof CsiError) {
+        log('%s: %s %s', name, e.code, e.message)
+        callback({ code: grpc.status[e.code], details: e.message })
+      } else {
+        log('%s: internal error: %s', name, (e as Error).stack)
+        callback({ code: grpc.status.INTERNAL, details: `internal error: ${(e as Error).message}` })
+      }
+    })
+  }
+}
+
+/** Serves `service` on a unix socket, replacing a stale socket file; refuses a live one. */
+async function listen(server: grpc.Server, socket: string): Promise<void> {
+  await mkdir(path.dirname(socket), { recursive: true })
+  if (existsSync(socket)) {
+    const live = await new Promise<boolean>((resolve) => {
+      const c = net.connect(socket, () => { c.destroy(); resolve(true) })
+      c.on('error', () => resolve(false))
+    })
+    if (live) throw new InputError(socket, 'another process is serving this socket (is another dapifs csi running?)')
+    await unlink(socket)
+  }
+  await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())))
+}
+
+export interface DriverInfo {
+  nodeName: string
+  version: string
+  /** Whether the node's pods have been listed: Probe's answer. */
+  ready: () => boolean
+}
+
+export class CsiServer {
+  private readonly server = new grpc.Server()
+  private socket: string | undefined
+
+  constructor(volumes: Volumes, info: DriverInfo) {
+    const { Identity, Node } = loadCsi()
+    this.server.addService(Identity.service, {
+      GetPluginInfo: unary(async () => ({ name: DRIVER_NAME, vendor_version: info.version, manifest: {} }), 'GetPluginInfo'),
+      // No CONTROLLER_SERVICE, no topology: a node plugin for ephemeral volumes only.
+      GetPluginCapabilities: unary(async () => ({ capabilities: [] }), 'GetPluginCapabilities'),
+      Probe: unary(async () => ({ ready: { value: info.ready() } }), 'Probe'),
+    })
+    this.server.addService(Node.service, {
+      NodeGetInfo: unary(async () => ({ node_id: info.nodeName, max_volumes_per_node: '0' }), 'NodeGetInfo'),
+      NodeGetCapabilities: unary(async () => ({ capabilities: [] }), 'NodeGetCapabilities'),
+      NodePublishVolume: unary(async (req: PublishRequest, deadline) => { await volumes.publish(req, deadline); return {} }, 'NodePublishVolume'),
+      NodeUnpublishVolume: unary(async (req: { volume_id: string; target_path: string }) => {
+        await volumes.unpublish(req.volume_id, req.target_path)
+        return {}
+      }, 'NodeUnpublishVolume'),
+    })
+  }
+
+  async listen(socket: string): Promise<void> {
+    await listen(this.server, socket)
+    this.socket = socket
+  }
+
+  async stop(): Promise<void> {
+    await shutdown(this.server)
+    if (this.socket) await unlink(this.socket).catch(() => {})
+  }
+}
+
+/**
+ * The kubelet's plugin registration service, so that no node-driver-registrar sidecar is
+ * needed: the kubelet sees `<dir>/csi.dapifs.dev-reg.sock` appear, asks GetInfo, registers the
+ * driver at the CSI socket it names (calling NodeGetInfo there), and reports the outcome.
+ */
+export class RegistrationServer {
+  private readonly server = new grpc.Server()
+  readonly socket: string
+
+  constructor(registrationDir: string, csiSocket: string, report: (registered: boolean, error: string) => void) {
+    this.socket = path.join(registrationDir, `${DRIVER_NAME}-reg.sock`)
+    this.server.addService(loadRegistration().service, {
+      GetInfo: unary(async () => ({ type: 'CSIPlugin', name: DRIVER_NAME, endpoint: csiSocket, supported_versions: ['1.0.0'] }), 'GetInfo'),
+      NotifyRegistrationStatus: unary(async (req: { plugin_registered: boolean; error: string }) => {
+        report(req.plugin_registered, req.error)
+        return {}
+      }, 'NotifyRegistrationStatus'),
+    })
+  }
+
+  async listen(): Promise<void> {
+    await listen(this.server, this.socket)
+  }
+
+  async stop(): Promise<void> {
+    // Removing the socket is what deregisters the driver.
+    await unlink(this.socket).catch(() => {})
+    await shutdown(this.server)
+  }
+}
+
+function shutdown(server: grpc.Server): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { server.forceShutdown(); resolve() }, 2000)
+    server.tryShutdown(() => { clearTimeout(timer); resolve() })
+  })
+}
