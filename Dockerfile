@@ -1,0 +1,38 @@
+# The dapifs image: the CSI node driver of examples/kubernetes/ (and every other dapifs command).
+#   docker build -t REGISTRY/dapifs:0.1.0 . && docker push REGISTRY/dapifs:0.1.0
+# then set that image in examples/kubernetes/daemonset.yaml (or install.yaml).
+
+# Build: npm ci builds fuse-native's addon from patched source (scripts/fuse-native/build.mjs,
+# npm's postinstall) with node-gyp, python3, make and g++, against Node's own headers
+# (/usr/local/include/node) and fuse-native's bundled libfuse 2 headers. libfuse2 is needed too:
+# the build checks that the addon loads, and it links libfuse.so.2.
+FROM node:20-bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ libfuse2 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY scripts/fuse-native/ scripts/fuse-native/
+# The postinstall falls back to fuse-native's prebuilt (leaky) addon with a warning; --strict
+# fails the image build instead, as scripts/setup.sh does.
+RUN npm ci --no-audit --no-fund \
+ && node scripts/fuse-native/build.mjs --strict
+COPY tsconfig.json ./
+COPY types/ types/
+COPY lib/ lib/
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund
+
+# Run: libfuse2 (the library the addon links) and fuse3 (fusermount). The driver runs as root
+# in a privileged container (examples/kubernetes/daemonset.yaml).
+FROM node:20-bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libfuse2 fuse3 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules/ node_modules/
+COPY --from=build /app/dist/ dist/
+ENTRYPOINT ["node", "/app/dist/main.js"]
+# The usage (`dapifs csi` has no --help of its own); the DaemonSet gives `csi ...` as args.
+CMD ["help"]
