@@ -3,13 +3,14 @@
 # fuse-native's addon links), fuse3 (fusermount, which unmounting calls), python3, make and g++
 # (npm's postinstall builds fuse-native from patched source: scripts/fuse-native/), then the npm
 # packages. For the tests: inotify-tools and gcc; Go (the kubelet-diff harness and the real
-# kube-apiserver the tests run), etcd, rsync (its build), openssl and curl (its start-up).
+# kube-apiserver the tests run), etcd, rsync (its build), openssl and curl (its start-up); containerd,
+# runc, busybox-static and jq (the real node of scripts/kube-node.sh).
 # Run as root, or as a user who can sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq libfuse2 fuse3 python3 make g++ inotify-tools gcc golang-go etcd-server etcd-client rsync openssl curl ca-certificates >/dev/null
+$SUDO apt-get install -y -qq libfuse2 fuse3 python3 make g++ inotify-tools gcc golang-go etcd-server etcd-client rsync openssl curl ca-certificates containerd runc busybox-static jq >/dev/null
 npm ci --no-audit --no-fund
 node scripts/fuse-native/build.mjs --strict # fails here if the postinstall could not build it
