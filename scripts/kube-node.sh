@@ -296,7 +296,7 @@ down() {
     if [ -n "$pods" ]; then
       for _ in $(seq 300); do
         if [ -z "$(ctr --address "$DIR/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null)" ] &&
-           ! findmnt -rn -o TARGET | grep -q "^$DIR/kubelet/pods/"; then break; fi
+           ! findmnt -rn -o TARGET | grep "^$DIR/kubelet/pods/" > /dev/null; then break; fi
         sleep 0.1
       done
     fi
@@ -323,7 +323,7 @@ down() {
     sleep 0.1
   done
   wait "$cp_down" || true
-  findmnt -rn -o TARGET | grep -E "^$DIR(/|\$)" | sort -r | while read -r m; do
+  findmnt -rn -o TARGET | { grep -E "^$DIR(/|\$)" || true; } | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" || true
   done
   for m in /sys/fs/cgroup/*/kubepods; do
