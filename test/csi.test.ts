@@ -7,6 +7,7 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import { cat, dataTarget, mounted, run, scratch } from './fixtures/daemon.js'
 import { mountsBelow, startDriver, type Driver } from './fixtures/csi.js'
+import { loadCsi, loadRegistration } from '../lib/csi/server.js'
 import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
 
 const NS = 'shop'
@@ -95,6 +96,15 @@ async function main(): Promise<void> {
       for (const m of ['/csi.v1.Controller/CreateVolume', '/csi.v1.Controller/ControllerPublishVolume', '/csi.v1.GroupController/GroupControllerGetCapabilities']) {
         t.equal((await d.callRaw(m)).code, grpc.status.UNIMPLEMENTED, `${m}: UNIMPLEMENTED`)
       }
+      // Kubelets before 1.26 send the socket's path as :authority, which Node's HTTP/2 alone would
+      // reset with PROTOCOL_ERROR (lib/csi/authority.ts).
+      for (const [Client, sock, method] of [[loadCsi().Identity, d.socket, 'GetPluginInfo'], [loadRegistration(), path.join(d.registrationDir, 'csi.dapifs.dev-reg.sock'), 'GetInfo']] as const) {
+        const client = new Client(`unix://${sock}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': sock })
+        const res = await new Promise<grpc.ServiceError | null>((resolve) =>
+          (client as unknown as Record<string, (r: object, o: object, cb: (e: grpc.ServiceError | null) => void) => void>)[method]!.call(client, {}, { deadline: Date.now() + 5000 }, resolve))
+        client.close()
+        t.equal(res, null, `${method} with :authority ${sock} (as kubelet 1.20 sends it) answers`)
+      }
       const gi = await d.register('GetInfo')
       t.same(gi.res, { type: 'CSIPlugin', name: 'csi.dapifs.dev', endpoint: d.socket, supported_versions: ['1.0.0'] }, 'registration: GetInfo')
       const from = d.lines.length
@@ -113,9 +123,13 @@ async function main(): Promise<void> {
       const line = await d.waitFor(/published pod shop\/web, volume "podinfo" at /, from)
       t.match(line, /\(\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d+, 6 files\)/, 'the log names pod, volume, target and generation')
 
-      // dapifs render, on the same pod and items, is the reference (its bytes are the kubelet's).
+      // dapifs render, on the same pod and items, is the reference (its bytes are the kubelet's),
+      // given the pod as a kubelet keeps it: with config.source and config.seen (kubelet-pod.ts).
       const dir = scratch(t)
+      const seen = /^kubernetes\.io\/config\.seen="([^"]+)"$/m.exec(await cat(path.join(target, 'annotations')))?.[1]
+      t.match(seen, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z$/, 'config.seen: when the driver first saw the pod, as Go prints it')
       const pod = await k.core.readNamespacedPod({ namespace: NS, name: 'web' })
+      pod.metadata!.annotations = { ...pod.metadata!.annotations, 'kubernetes.io/config.seen': seen!, 'kubernetes.io/config.source': 'api' }
       writeFileSync(path.join(dir, 'pod.json'), JSON.stringify(pod))
       writeFileSync(path.join(dir, 'items.yaml'), 'items:\n' + ITEMS.replace(/^/gm, '  '))
       const rendered = await run(process.execPath, ['dist/main.js', 'render', '--pod-file', path.join(dir, 'pod.json'), '--items', path.join(dir, 'items.yaml'), '--node-allocatable', 'cpu=3800m,memory=7Gi'])

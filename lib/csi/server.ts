@@ -13,6 +13,7 @@ import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import createDebug from 'debug'
 import { InputError } from '../shape.js'
+import { serveRewritten } from './authority.js'
 import { CsiError, type PublishRequest, type Volumes } from './volumes.js'
 
 const log = createDebug('dapifs:csi:server')
@@ -64,8 +65,11 @@ function unary(fn: Handler, name: string): grpc.handleUnaryCall<unknown, unknown
   }
 }
 
-/** Serves `service` on a unix socket, replacing a stale socket file; refuses a live one. */
-async function listen(server: grpc.Server, socket: string): Promise<void> {
+/**
+ * Serves `server` on a unix socket, replacing a stale socket file; refuses a live one. Connections
+ * reach grpc-js through the :authority rewriter (authority.ts), or the kubelet could not call us.
+ */
+async function listen(server: grpc.Server, socket: string): Promise<net.Server> {
   await mkdir(path.dirname(socket), { recursive: true })
   if (existsSync(socket)) {
     const live = await new Promise<boolean>((resolve) => {
@@ -75,7 +79,8 @@ async function listen(server: grpc.Server, socket: string): Promise<void> {
     if (live) throw new InputError(socket, 'another process is serving this socket (is another dapifs csi running?)')
     await unlink(socket)
   }
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())))
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())
+  return serveRewritten(socket, (c) => injector.injectConnection(c))
 }
 
 export interface DriverInfo {
@@ -88,6 +93,7 @@ export interface DriverInfo {
 export class CsiServer {
   private readonly server = new grpc.Server()
   private socket: string | undefined
+  private listener: net.Server | undefined
 
   constructor(volumes: Volumes, info: DriverInfo) {
     const { Identity, Node } = loadCsi()
@@ -109,12 +115,12 @@ export class CsiServer {
   }
 
   async listen(socket: string): Promise<void> {
-    await listen(this.server, socket)
+    this.listener = await listen(this.server, socket)
     this.socket = socket
   }
 
   async stop(): Promise<void> {
-    await shutdown(this.server)
+    await shutdown(this.server, this.listener)
     if (this.socket) await unlink(this.socket).catch(() => {})
   }
 }
@@ -126,6 +132,7 @@ export class CsiServer {
  */
 export class RegistrationServer {
   private readonly server = new grpc.Server()
+  private listener: net.Server | undefined
   readonly socket: string
 
   constructor(registrationDir: string, csiSocket: string, report: (registered: boolean, error: string) => void) {
@@ -140,17 +147,18 @@ export class RegistrationServer {
   }
 
   async listen(): Promise<void> {
-    await listen(this.server, this.socket)
+    this.listener = await listen(this.server, this.socket)
   }
 
   async stop(): Promise<void> {
     // Removing the socket is what deregisters the driver.
     await unlink(this.socket).catch(() => {})
-    await shutdown(this.server)
+    await shutdown(this.server, this.listener)
   }
 }
 
-function shutdown(server: grpc.Server): Promise<void> {
+function shutdown(server: grpc.Server, listener: net.Server | undefined): Promise<void> {
+  listener?.close()
   return new Promise((resolve) => {
     const timer = setTimeout(() => { server.forceShutdown(); resolve() }, 2000)
     server.tryShutdown(() => { clearTimeout(timer); resolve() })
