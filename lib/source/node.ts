@@ -11,6 +11,7 @@
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
 import { allocatableFromNode } from '../allocatable.js'
+import { asKubeletSeesIt, rfc3339Nano } from '../kubelet-pod.js'
 import { readPod, type Pod } from '../pod.js'
 import type { Allocatable } from '../resource.js'
 import { ListWatch, NamedWatch } from './watch.js'
@@ -35,6 +36,8 @@ type Listener = (uid: string | undefined) => void
 
 export class NodeSource {
   private readonly pods = new Map<string, NodePod>()
+  /** When each pod (by uid) was first seen: its kubernetes.io/config.seen (kubelet-pod.ts). */
+  private readonly seen = new Map<string, string>()
   private readonly podWatch: ListWatch
   private readonly nodeWatch: NamedWatch
   private readonly listeners = new Set<Listener>()
@@ -139,7 +142,7 @@ export class NodeSource {
       if (uid) seen.add(uid)
     }
     for (const uid of [...this.pods.keys()]) {
-      if (!seen.has(uid)) { this.pods.delete(uid); this.emit(uid) }
+      if (!seen.has(uid)) { this.pods.delete(uid); this.seen.delete(uid); this.emit(uid) }
     }
     this.podsListed = true
     log('%d pods on node %s', this.pods.size, this.nodeName)
@@ -149,6 +152,7 @@ export class NodeSource {
   private changed(obj: unknown, how: 'added' | 'modified' | 'deleted'): void {
     if (how === 'deleted') {
       const uid = (obj as { metadata?: { uid?: string } })?.metadata?.uid
+      if (uid) this.seen.delete(uid)
       if (uid && this.pods.delete(uid)) this.emit(uid)
       return
     }
@@ -160,8 +164,10 @@ export class NodeSource {
     const meta = (obj as { metadata?: { namespace?: string; name?: string; uid?: string; resourceVersion?: string } })?.metadata
     if (!meta?.uid) return undefined
     const entry: NodePod = { namespace: meta.namespace ?? '', name: meta.name ?? '', uid: meta.uid }
+    let seen = this.seen.get(meta.uid)
+    if (seen === undefined) this.seen.set(meta.uid, seen = rfc3339Nano(performance.timeOrigin + performance.now()))
     try {
-      entry.pod = readPod(obj)
+      entry.pod = readPod(asKubeletSeesIt(obj, seen))
     } catch (e) {
       entry.error = `pod ${entry.namespace}/${entry.name}: ${(e as Error).message}`
     }
