@@ -14,8 +14,9 @@
 // nodes are built once, at its flip, and never change: lookups on the hot path are a map get.
 //
 // Ownership follows the kubelet: everything is owned by `uid`/`gid` (root by default); with
-// an fsGroup, every entry's group is the fsGroup and directories are setgid
-// (SetVolumeOwnership: files `| 0440`, done in projection.ts; directories `| 02550`).
+// an fsGroup, the group of the root, the directories and the files is the fsGroup and
+// directories are setgid (SetVolumeOwnership: files `| 0440`, done in projection.ts; directories
+// `| 02550`). SetVolumeOwnership skips symlinks, so links keep `gid` (seen on kubelet 1.20.2).
 
 import { LRUCache } from 'lru-cache'
 import type { Generation } from './generation.js'
@@ -178,19 +179,14 @@ export class Tree {
 
   /** Adds and removes top-level links, inside the daemon, to match the current generation. */
   syncLinks(now = Date.now()): void {
-    const gid = this.current?.gen.projection.gid ?? this.gid
     const wanted = this.wantedLinks()
     for (const name of this.links.keys()) if (!wanted.has(name)) this.links.delete(name)
-    for (const name of wanted) {
-      const old = this.links.get(name)
-      if (!old || old.stat.gid !== gid) this.links.set(name, this.link(`..data/${name}`, now))
-    }
+    for (const name of wanted) if (!this.links.has(name)) this.links.set(name, this.link(`..data/${name}`, now))
     this.rebuildRoot(now)
   }
 
   private link(target: string, now: number): Node {
-    const gid = (this.staged ?? this.current)?.gen.projection.gid ?? this.gid
-    return { kind: 'link', stat: stat(S_IFLNK | 0o777, this.uid, gid, Buffer.byteLength(target), 1, now), target }
+    return { kind: 'link', stat: stat(S_IFLNK | 0o777, this.uid, this.gid, Buffer.byteLength(target), 1, now), target }
   }
 
   private rebuildRoot(now: number): void {
