@@ -1,0 +1,233 @@
+// dapifs's CSI driver under a real, unmodified kubelet 1.20.2 (scripts/kube-node.sh): the kubelet
+// finds it through its registration directory, publishes a pod's inline volume through it, and
+// the container reads what a downwardAPI volume of the same items in the same pod holds (the
+// kubelet's own bytes, modes, owners and layout). Then: a label patch reaches both volumes (timed
+// side by side), an inotify watcher in the container sees dapifs's flip, deleting the pod
+// unmounts the volume, and a pod with bad items never starts and shows why in its events.
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import yaml from 'js-yaml'
+import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver } from '@kubernetes/client-node'
+import { BUSYBOX, nodeBuilt, startNode, type Node } from './fixtures/node.js'
+import { startDriver } from './fixtures/csi.js'
+import { run } from './fixtures/daemon.js'
+
+const NS = 'csi'
+const DRIVER = 'csi.dapifs.dev'
+
+const ITEMS = [
+  { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
+  { path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } },
+  { path: 'pod/name', fieldRef: { fieldPath: 'metadata.name' } },
+  { path: 'pod/namespace', fieldRef: { fieldPath: 'metadata.namespace' } },
+  { path: 'pod/uid', fieldRef: { fieldPath: 'metadata.uid' } },
+  { path: 'app', fieldRef: { fieldPath: "metadata.labels['app']" } },
+  { path: 'cpu_limit', resourceFieldRef: { containerName: 'c', resource: 'limits.cpu', divisor: '1m' } },
+  { path: 'mem_request', resourceFieldRef: { containerName: 'c', resource: 'requests.memory', divisor: '1Mi' } },
+  { path: 'mem_limit', resourceFieldRef: { containerName: 'c', resource: 'limits.memory' } },
+]
+
+// One line per entry below the volume's root, sorted: `path mode uid:gid` and then the target of
+// a link or the size and bytes (as hex) of a file. The timestamped directory's name differs
+// between two volumes, so it prints as ..TS.
+const SNAPSHOT = String.raw`
+snap() {
+  cd "$1" && find . | sort | while read -r f; do
+    n=$(echo "$f" | sed -E 's/\.\.[0-9]{4}(_[0-9]{2}){5}\.[0-9]+/..TS/g')
+    own=$(stat -c '%a %u:%g' "$f")
+    if [ -L "$f" ]; then echo "$n $own -> $(readlink "$f" | sed -E 's/\.\.[0-9]{4}(_[0-9]{2}){5}\.[0-9]+/..TS/g')"
+    elif [ -d "$f" ]; then echo "$n/ $own"
+    else echo "$n $own $(stat -c %s "$f") $(od -An -tx1 -v "$f" | tr -d ' \n')"; fi
+  done
+}
+echo "== csi"; snap /csi; echo "== kubelet"; snap /kubelet; echo "== end"
+`
+
+const SEEN = /kubernetes\.io\/config\.seen="([^"]*)"/
+
+/**
+ * A snapshot line with the file's bytes as text (JSON), and the one value that must differ
+ * between two volumes, the time each agent first saw the pod (kubelet-pod.ts), as SEEN.
+ */
+function comparable(line: string): string {
+  const m = /^(\S+ \d+ \d+:\d+) \d+ ([0-9a-f]*)$/.exec(line)
+  if (!m) return line
+  return `${m[1]} ${JSON.stringify(Buffer.from(m[2]!, 'hex').toString('utf8').replace(SEEN, 'kubernetes.io/config.seen="SEEN"'))}`
+}
+
+function seenIn(lines: string[]): string | undefined {
+  const annotations = lines.find((l) => l.startsWith('./..TS/annotations '))
+  return annotations && SEEN.exec(Buffer.from(annotations.split(' ').at(-1)!, 'hex').toString('utf8'))?.[1]
+}
+
+function snapshots(log: string): { csi: string[]; kubelet: string[] } {
+  const m = /== csi\n([^]*?)== kubelet\n([^]*?)== end\n/.exec(log)
+  if (!m) throw new Error(`no snapshot in the container's log:\n${log}`)
+  return { csi: m[1]!.split('\n').filter(Boolean), kubelet: m[2]!.split('\n').filter(Boolean) }
+}
+
+const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+async function createDriverObject(node: Node): Promise<void> {
+  const storage = node.kc.makeApiClient(StorageV1Api)
+  const body = yaml.load(readFileSync('examples/kubernetes/csidriver.yaml', 'utf8')) as V1CSIDriver
+  await storage.createCSIDriver({ body })
+}
+
+/** Polls `cat FILE` on the host until it prints want; resolves with the ms it took from t0. */
+async function untilBytes(file: string, want: string, t0: number, ms = 10_000): Promise<number> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const r = await run('cat', [file])
+    if (r.code === 0 && r.stdout.toString() === want) return performance.now() - t0
+    if (Date.now() > deadline) throw new Error(`${file} is not ${JSON.stringify(want)} after ${ms} ms: ${JSON.stringify(r.stdout.toString())} ${r.stderr}`)
+    await new Promise((resolve) => setTimeout(resolve, 2))
+  }
+}
+
+async function main(): Promise<void> {
+  if (!(await nodeBuilt())) {
+    if (process.env.CI) t.fail('the node is not built in CI (.ci/run builds it: scripts/kube-node.sh build)')
+    else t.test('dapifs under a real kubelet', { skip: 'the node is not built: scripts/kube-node.sh build' }, async () => {})
+    return
+  }
+
+  t.test('dapifs under a real kubelet', async (t) => {
+    const node = await startNode(t)
+    await createDriverObject(node)
+    await node.core.createNamespace({ body: { metadata: { name: NS } } })
+    const driver = await startDriver(t, { kubeconfig: node.kubeconfig, nodeName: node.nodeName, kubeletRoot: node.kubeletRoot })
+    t.teardown(() => driver.stop())
+
+    await t.test('the kubelet finds the driver through its registration directory', async (t) => {
+      const line = await driver.waitFor(/registered with the kubelet|refused the registration/, 0, 60_000)
+      t.equal(line, `dapifs csi: registered with the kubelet as ${DRIVER}`)
+      const storage = node.kc.makeApiClient(StorageV1Api)
+      const deadline = Date.now() + 30_000
+      let drivers: string[] = []
+      while (Date.now() < deadline) {
+        const csiNode = await storage.readCSINode({ name: node.nodeName }).catch(() => undefined)
+        drivers = (csiNode?.spec.drivers ?? []).map((d) => `${d.name} ${d.nodeID}`)
+        if (drivers.length > 0) break
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+      t.same(drivers, [`${DRIVER} ${node.nodeName}`], 'the kubelet put the driver in the node\'s CSINode')
+    })
+
+    await t.test('a pod reads the kubelet\'s bytes from its dapifs volume, and sees labels change', async (t) => {
+      const labels: Record<string, string> = { app: 'csi', rev: '0', 'example.com/team': 'a.b_c-d' }
+      await node.core.createNamespacedPod({
+        namespace: NS,
+        body: {
+          metadata: { name: 'both', labels, annotations: { note: 'line one\nline "two" \\ ünï', empty: '' } },
+          spec: {
+            nodeName: node.nodeName,
+            hostNetwork: true,
+            dnsPolicy: 'Default',
+            terminationGracePeriodSeconds: 1,
+            securityContext: { fsGroup: 4321 },
+            containers: [{
+              name: 'c', image: BUSYBOX, imagePullPolicy: 'Never',
+              command: ['sh', '-c', `${SNAPSHOT}\nexec inotify-watch /csi`],
+              resources: { limits: { cpu: '250m', memory: '64Mi' }, requests: { cpu: '100m', memory: '32Mi' } },
+              volumeMounts: [{ name: 'podinfo', mountPath: '/csi' }, { name: 'kube', mountPath: '/kubelet' }],
+            }],
+            volumes: [
+              { name: 'podinfo', csi: { driver: DRIVER, readOnly: true, volumeAttributes: { items: JSON.stringify(ITEMS), defaultMode: '0640' } } },
+              { name: 'kube', downwardAPI: { items: ITEMS, defaultMode: 0o640 } },
+            ],
+          },
+        },
+      })
+      const t0 = performance.now()
+      const pod = await node.waitForPod(NS, 'both', (p) => p.status?.phase === 'Running', 90_000)
+      t.comment(`pod Running after ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+      const uid = pod.metadata!.uid!
+
+      const log = await node.waitForLog(NS, 'both', 'c', (l) => l.includes('== end\n'), 30_000, { stream: 'stdout' })
+      const snap = snapshots(log)
+      t.ok(snap.kubelet.length >= 15, `the kubelet's volume, as the container sees it:\n${snap.kubelet.join('\n')}`)
+      t.same(snap.csi.map(comparable), snap.kubelet.map(comparable), 'the dapifs volume holds the same entries, modes, owners, links and bytes')
+      // Go's time.RFC3339Nano, in UTC; the two agents saw the pod at nearly the same time.
+      const [seenCsi, seenKubelet] = [seenIn(snap.csi), seenIn(snap.kubelet)]
+      t.match(seenCsi, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z$/, `config.seen in the dapifs volume: ${seenCsi}`)
+      t.ok(Math.abs(Date.parse(seenCsi!) - Date.parse(seenKubelet!)) < 5_000, `within seconds of the kubelet's: ${seenKubelet}`)
+      const labelsLine = snap.csi.find((l) => l.startsWith('./..TS/labels '))
+      t.equal(labelsLine, `./..TS/labels 640 0:4321 ${Buffer.byteLength(formatLabels(labels))} ${Buffer.from(formatLabels(labels)).toString('hex')}`,
+        'the labels file, byte for byte')
+      await node.waitForLog(NS, 'both', 'c', (l) => l.includes('inotify-watch: watching /csi'), 30_000, { stream: 'stderr' })
+
+      const target = path.join(node.kubeletRoot, 'pods', uid, 'volumes', 'kubernetes.io~csi', 'podinfo', 'mount')
+      const kubeletDir = path.join(node.kubeletRoot, 'pods', uid, 'volumes', 'kubernetes.io~downward-api', 'kube')
+      t.ok(node.mountsBelow().includes(target), `the kubelet published the volume at ${target}`)
+      t.ok(driver.lines.some((l) => l.includes(`published pod ${NS}/both`) && l.includes(target)), 'the driver logged the publish')
+
+      // Side by side: the same patch, to the new bytes in each volume (read on the host).
+      const dapifsMs: number[] = []
+      const kubeletMs: number[] = []
+      for (let rev = 1; rev <= 5; rev++) {
+        const before = (await node.containerLog(NS, 'both', 'c', { stream: 'stdout' })).length
+        labels.rev = String(rev)
+        const want = formatLabels(labels)
+        const t1 = performance.now()
+        await node.core.patchNamespacedPod({ name: 'both', namespace: NS, body: { metadata: { labels: { rev: String(rev) } } } },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+        const [d, k] = await Promise.all([untilBytes(path.join(target, 'labels'), want, t1), untilBytes(path.join(kubeletDir, 'labels'), want, t1, 90_000)])
+        dapifsMs.push(d)
+        kubeletMs.push(k)
+        const events = await node.waitForLog(NS, 'both', 'c', (l) => /^MOVED_TO \.\.data$/m.test(l.slice(before)), 10_000, { stream: 'stdout' })
+          .then((l) => l.slice(before).split('\n').filter(Boolean))
+        if (rev === 1) {
+          t.comment(`inotify events in the container for one flip:\n${events.join('\n')}`)
+          t.same(events.filter((e) => e.includes('..data')), ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data'], 'the atomic writer\'s events, in order')
+        }
+      }
+      const fmt = (xs: number[]): string => `median ${(median(xs) / 1000).toFixed(3)} s, ${(Math.min(...xs) / 1000).toFixed(3)}–${(Math.max(...xs) / 1000).toFixed(3)} s`
+      t.comment(`label patch to new bytes on the host, 5 patches: dapifs ${fmt(dapifsMs)}; kubelet ${fmt(kubeletMs)}`)
+      t.pass('every label patch reached both volumes, and the container saw each dapifs flip')
+
+      await node.core.deleteNamespacedPod({ name: 'both', namespace: NS, gracePeriodSeconds: 1 })
+      await node.waitForPodGone(NS, 'both', 60_000)
+      t.same(node.mountsBelow().filter((m) => m.includes(uid)), [], 'deleting the pod unmounted both volumes')
+      t.ok(driver.lines.some((l) => l.includes(`unpublished pod ${NS}/both`) && l.includes(target)), 'the driver logged the unpublish')
+      t.same((await node.events(NS, 'both')).filter((e) => /^Failed/.test(e)), [], 'no Failed events')
+    })
+
+    await t.test('a pod with bad items never starts, and its events say why', async (t) => {
+      await node.core.createNamespacedPod({
+        namespace: NS,
+        body: {
+          metadata: { name: 'bad' },
+          spec: {
+            nodeName: node.nodeName,
+            hostNetwork: true,
+            dnsPolicy: 'Default',
+            terminationGracePeriodSeconds: 1,
+            containers: [{ name: 'c', image: BUSYBOX, imagePullPolicy: 'Never', command: ['cat', '/csi/x'], volumeMounts: [{ name: 'podinfo', mountPath: '/csi' }] }],
+            volumes: [{ name: 'podinfo', csi: { driver: DRIVER, readOnly: true, volumeAttributes: { items: '- path: x\n  fieldRef: {fieldPath: metadata.bogus}\n' } } }],
+          },
+        },
+      })
+      const deadline = Date.now() + 60_000
+      let failed: string[] = []
+      while (Date.now() < deadline && failed.length === 0) {
+        failed = (await node.events(NS, 'bad')).filter((e) => e.startsWith('FailedMount: '))
+        if (failed.length === 0) await new Promise((resolve) => setTimeout(resolve, 250))
+      }
+      // The kubelet's wrapping, then the driver's one line (as `dapifs render` words it: csi.test.ts).
+      t.match(failed[0], /^FailedMount: MountVolume\.SetUp failed for volume "podinfo" : rpc error: code = InvalidArgument desc = volume "podinfo", item "x": \S.*$/,
+        `the event carries the INVALID_ARGUMENT line: ${failed[0]}`)
+      const pod = await node.core.readNamespacedPod({ name: 'bad', namespace: NS })
+      t.equal(pod.status?.phase, 'Pending', 'the pod never starts')
+      t.same(pod.status?.containerStatuses?.map((c) => c.state?.waiting?.reason), ['ContainerCreating'], 'its container is waiting for the volume')
+      t.same(node.mountsBelow().filter((m) => m.includes(pod.metadata!.uid!)), [], 'nothing is mounted for it')
+      await node.core.deleteNamespacedPod({ name: 'bad', namespace: NS, gracePeriodSeconds: 0 })
+      await node.waitForPodGone(NS, 'bad', 60_000)
+    })
+  })
+}
+
+await main()
