@@ -2,18 +2,17 @@
 #   docker build -t REGISTRY/dapifs:0.1.0 . && docker push REGISTRY/dapifs:0.1.0
 # then set that image in examples/kubernetes/daemonset.yaml (or install.yaml).
 
-# Build: npm ci builds fuse-native's addon from patched source (scripts/fuse-native/build.mjs,
-# npm's postinstall) with node-gyp, python3, make and g++, against Node's own headers
-# (/usr/local/include/node) and fuse-native's bundled libfuse 2 headers. libfuse2 is needed too:
-# the build checks that the addon loads, and it links libfuse.so.2.
+# Build: npm ci builds fuse-native's addon for libfuse 3 from patched source
+# (scripts/fuse-native/build.mjs, npm's postinstall) with node-gyp, python3, make and g++, against
+# Node's own headers (/usr/local/include/node) and libfuse3-dev's, found with pkg-config.
 FROM node:20-bookworm-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ libfuse2 \
+ && apt-get install -y --no-install-recommends python3 make g++ pkg-config libfuse3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY scripts/fuse-native/ scripts/fuse-native/
-# The postinstall falls back to fuse-native's prebuilt (leaky) addon with a warning; --strict
+# The postinstall falls back to fuse-native's prebuilt libfuse 2 addon with a warning; --strict
 # fails the image build instead, as scripts/setup.sh does.
 RUN npm ci --no-audit --no-fund \
  && node scripts/fuse-native/build.mjs --strict
@@ -23,11 +22,11 @@ COPY lib/ lib/
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
-# Run: libfuse2 (the library the addon links) and fuse3 (fusermount). The driver runs as root
+# Run: libfuse3-3 (the library the addon links) and fuse3 (fusermount). The driver runs as root
 # in a privileged container (examples/kubernetes/daemonset.yaml).
 FROM node:20-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libfuse2 fuse3 \
+ && apt-get install -y --no-install-recommends libfuse3-3 fuse3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/package.json ./

@@ -1,4 +1,4 @@
-// Types for fuse-native 2.2.6 (it ships none): the parts dapifs uses.
+// Types for fuse-native 2.2.6 (it ships none) as scripts/fuse-native/ patches it: the parts dapifs uses.
 declare module 'fuse-native' {
   type Cb<T = unknown> = (code: number, value?: T) => void
   export interface Stat {
@@ -33,6 +33,12 @@ declare module 'fuse-native' {
     entryTimeout?: number | string; attrTimeout?: number | string
     fsname?: string; subtype?: string; maxRead?: number
     timeout?: number | false
+    /** The patch's (libfuse 3): the kernel caches symlink targets (FUSE_CAP_CACHE_SYMLINKS). */
+    cacheSymlinks?: boolean
+    /** The patch's: with no open handler, open answers ENOSYS in C and the kernel stops sending it. */
+    noOpen?: boolean
+    /** The patch's: at most this many idle libfuse workers (libfuse 3's loop config). */
+    maxIdleThreads?: number
   }
   class Fuse {
     constructor(mnt: string, ops: Ops, opts?: Opts)
@@ -41,6 +47,10 @@ declare module 'fuse-native' {
     readonly _thread: Buffer
     /** fuse-native's own: the thread-locals it has set up for libfuse's worker threads. */
     readonly _threads: Set<Buffer>
+    /** The patch's: FUSE_NOTIFY_INVAL_ENTRY for a name in the root, from libuv's thread pool. */
+    invalidateRootEntry(name: string, cb: (res: number) => void): void
+    /** The patch's: FUSE_NOTIFY_INVAL_INODE for the inode at a path, from libuv's thread pool. */
+    invalidatePath(path: string, cb: (res: number) => void): void
     mount(cb: (err: Error | null) => void): void
     unmount(cb: (err: Error | null) => void): void
     static unmount(mnt: string, cb: (err: Error | null) => void): void
