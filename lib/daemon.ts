@@ -13,7 +13,7 @@ import createDebug from 'debug'
 import { Flipper } from './flip.js'
 import { Generations, sameContent, type Generation } from './generation.js'
 import { volumeOf, type Settings } from './input.js'
-import { Mount, type MountOptions } from './mount.js'
+import { Mount, nativeLayer, type MountOptions } from './mount.js'
 import type { Pod } from './pod.js'
 import { project } from './projection.js'
 import type { Allocatable } from './resource.js'
@@ -62,9 +62,12 @@ export class Daemon implements PodSink, KubeSink {
         if (reason !== this.lastFallback) opts.say(reason)
         this.lastFallback = reason
       },
+      invalidate: (links, gone) => this.mount.invalidate(links, gone),
     })
-    if (opts.noInotify) this.flipper.vfs = false
-    this.mount = new Mount(opts.mountpoint, this.tree, { ...opts, accept: (m) => this.flipper.accept(m), gate: this.flipper.gate })
+    // With fuse-native's prebuilt libfuse 2 addon, a rename over ..data fails readers (ENOENT):
+    // flips then happen inside the daemon, unseen by inotify (serve.ts says so).
+    if (opts.noInotify || !nativeLayer()) this.flipper.vfs = false
+    this.mount = new Mount(opts.mountpoint, this.tree, { ...opts, accept: (m) => this.flipper.accept(m) })
   }
 
   get generation(): Generation | undefined {

@@ -17,19 +17,18 @@
 // handlers accept exactly the one operation pending here (same op, same paths, same target)
 // and apply it to the tree; every other mutation, from anyone, still gets EROFS.
 //
-// The rename has one hazard, in libfuse 2's high-level API that fuse-native uses: a rename
-// over ..data unhashes libfuse's node for the old ..data, and every readlink on that node that
-// libfuse receives while the rename is in flight (it queues them behind the rename's lock) fails
-// with ENOENT, without reaching us. Readers resolve ..data right after a top-level link
-// (labels -> ..data/labels), so the rename goes through a gate: answers to readlink of the
-// top-level links are held while it runs, and it starts only once every walk let through before
-// has asked for ..data (each answered top-level readlink owes one). Readers stall for a moment
-// instead of failing. A reader that walks ..data/... directly, not through a top-level link, is
-// not held, and can still meet the hazard (native-notes/ has the measurements).
+// The rename cannot fail a reader. With libfuse 3 (scripts/fuse-native/), the kernel caches each
+// link's target, so a reader that resolved the old ..data a moment before reads its target from
+// the page cache; and a readlink of the old ..data that does reach libfuse after the rename gets
+// ESTALE (libfuse 2 answered ENOENT), on which the kernel walks the path again and finds the new
+// ..data (native-notes/, The rename). No reader is held, and the rename waits for nobody.
 //
 // If a step fails (a read-only bind, a non-root daemon in the sticky root, a timeout), the flip
 // completes inside the daemon instead (tree.flip), and that is logged. ..data is replaced in
-// one step either way, so readers never find it missing.
+// one step either way, so readers never find it missing. A flip inside the daemon (that, and
+// --no-inotify) then tells the kernel to drop its cached target of ..data and the names that went
+// (invalidate), and counts as done once the kernel has that: the very next open reads the new
+// generation.
 //
 // Flips run one at a time. Requests that arrive meanwhile coalesce: only the latest is flipped to.
 
@@ -51,86 +50,17 @@ export type Mutation =
 
 const same = (a: Mutation, b: Mutation): boolean => JSON.stringify(a) === JSON.stringify(b)
 
-/**
- * A walk that got a top-level link's target but has not asked for ..data after this long is
- * taken as not a walk at all (`ls -l` reads links without following them) or as gone. On a
- * loaded machine a real walk can take well over 100 ms between the two (164 ms seen with 16
- * readers and 3 CPU hogs on 2 CPUs); the cost of waiting longer is only that a flip right after
- * an `ls -l` waits for it.
- */
-const WALK_LOST_MS = 1000
-
-/**
- * But nothing is written off before the rename's wait has itself run this long, counting at most
- * 2 ms per turn of the loop. After a stall of the daemon (CPU throttling under a limit, SIGSTOP,
- * swapping) every debt looks old, while the walks that owe them were only waiting for us: their
- * readlinks of ..data are queued behind the wait's timer.
- */
-const WAIT_RUN_MS = 10
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
 /** A failed step, briefly: its errno code, or else its message. */
 const why = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? (e as Error).message
-
-/**
- * Holds answers to top-level readlinks while ..data is renamed (see the top of this file), and
- * keeps account of the walks let through before: each answered top-level readlink is a walk
- * that will ask for ..data next. The rename waits until they all have.
- */
-export class Gate {
-  closed = false
-  private held: (() => void)[] = []
-  /** When each answered top-level readlink was answered, oldest first, not yet followed by ..data. */
-  private owed: number[] = []
-
-  /** A top-level readlink was answered: a walk will ask for ..data. */
-  answered(): void {
-    this.owed.push(performance.now())
-    if (this.owed.length > 4096) this.owed.splice(0, 2048) // only lost walks pile up
-  }
-
-  /** A readlink of ..data arrived: the oldest walk owing one has paid. */
-  paid(): void {
-    this.owed.shift()
-  }
-
-  /** Runs `answer` when the gate opens. */
-  hold(answer: () => void): void {
-    this.held.push(answer)
-  }
-
-  close(): void {
-    this.closed = true
-  }
-
-  open(): void {
-    this.closed = false
-    for (const answer of this.held.splice(0)) answer()
-  }
-
-  /** Resolves once every walk let through before the gate closed has read ..data (or is lost). */
-  async settled(): Promise<void> {
-    let ran = 0
-    let last = performance.now()
-    for (;;) {
-      const now = performance.now()
-      ran += Math.min(now - last, 2)
-      last = now
-      if (ran >= WAIT_RUN_MS) {
-        const owed = this.owed.length
-        while (this.owed.length > 0 && this.owed[0]! < now - WALK_LOST_MS) this.owed.shift()
-        if (this.owed.length < owed) log('wrote off %d walks that never asked for ..data', owed - this.owed.length)
-      }
-      if (this.owed.length === 0) return
-      await sleep(1)
-    }
-  }
-}
 
 export interface FlipperOptions {
   /** Called after each completed flip. */
   flipped(gen: Generation): void
+  /**
+   * Links changed inside the daemon: the kernel must drop its cached targets of `links` and
+   * the root entries `gone`. Resolves once it has.
+   */
+  invalidate(links: string[], gone: string[]): Promise<void>
   /** A step failed and the flip was completed in the daemon (said once per distinct reason). */
   fellBack(reason: string): void
 }
@@ -143,7 +73,6 @@ export class Flipper {
   live = false
   /** false: every flip happens in the daemon (--no-inotify). */
   vfs = true
-  readonly gate = new Gate()
 
   constructor(private readonly tree: Tree, private readonly mountpoint: string, private readonly opts: FlipperOptions) {}
 
@@ -200,10 +129,24 @@ export class Flipper {
     if (!p.done) throw new Error(`${m.op} succeeded without reaching the daemon`)
   }
 
+  /** The whole flip inside the daemon; the kernel is told what changed. */
+  private async flipInDaemon(gen: Generation): Promise<void> {
+    const before = this.tree.linkNames()
+    this.tree.setTmp(undefined)
+    this.tree.flip(gen)
+    await this.syncedLinks(before, ['..data_tmp'])
+  }
+
+  /** After links changed inside the daemon: invalidates ..data and the names no longer there. */
+  private async syncedLinks(before: string[], gone: string[] = []): Promise<void> {
+    const now = new Set(this.tree.linkNames())
+    await this.opts.invalidate(['/..data'], [...gone, ...before.filter((name) => !now.has(name))])
+  }
+
   private async flipOne(gen: Generation): Promise<void> {
     const { tree } = this
     if (!this.live || !this.vfs || !tree.generation) {
-      tree.flip(gen)
+      await this.flipInDaemon(gen)
       this.opts.flipped(gen)
       return
     }
@@ -213,26 +156,20 @@ export class Flipper {
       await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
         () => symlink(gen.name, this.at('..data_tmp')))
       const t1 = performance.now()
-      this.gate.close()
-      await this.gate.settled()
-      const t2 = performance.now()
       await this.step({ op: 'rename', from: '/..data_tmp', to: '/..data' }, () => tree.commit(),
         () => rename(this.at('..data_tmp'), this.at('..data')))
-      this.gate.open()
-      log('%s: symlink %s ms, gate %s ms, rename %s ms', gen.name, (t1 - t0).toFixed(2), (t2 - t1).toFixed(2), (performance.now() - t2).toFixed(2))
+      log('%s: symlink %s ms, rename %s ms', gen.name, (t1 - t0).toFixed(2), (performance.now() - t1).toFixed(2))
     } catch (e) {
-      tree.setTmp(undefined)
-      tree.flip(gen)
-      this.gate.open()
+      await this.flipInDaemon(gen)
       this.opts.fellBack(`the flip through the VFS failed (${why(e)}); flipped inside the daemon, unseen by inotify`)
       this.opts.flipped(gen)
       return
     }
     const wanted = tree.wantedLinks()
-    const have = new Set(tree.linkNames())
+    const have = tree.linkNames()
     try {
       for (const name of wanted) {
-        if (have.has(name)) continue
+        if (have.includes(name)) continue
         await this.step({ op: 'symlink', target: `..data/${name}`, path: `/${name}` }, () => tree.addLink(name),
           () => symlink(`..data/${name}`, this.at(name)))
       }
@@ -241,7 +178,9 @@ export class Flipper {
         await this.step({ op: 'unlink', path: `/${name}` }, () => tree.removeLink(name), () => unlink(this.at(name)))
       }
     } catch (e) {
+      const before = tree.linkNames()
       tree.syncLinks()
+      await this.syncedLinks(before)
       this.opts.fellBack(`a top-level link change through the VFS failed (${why(e)}); made inside the daemon`)
     }
     this.opts.flipped(gen)

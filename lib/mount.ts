@@ -1,38 +1,44 @@
 // The FUSE adapter: fuse-native callbacks answered from the tree (tree.ts). It holds no state
-// of its own but the open files.
+// of its own.
 //
 // Every handler runs on Node's main thread, one at a time, while libfuse's worker threads wait
 // for the answers; so handlers are synchronous and small. And this process must never make a
 // synchronous fs call on its own mount: the call would wait for a handler that can only run
 // after it returns (a deadlock that not even SIGKILL ends).
 //
-// Kernel caching is on (entry and attribute timeouts, kernel_cache for page contents). That is
-// safe because nothing under a name ever changes: a flip gives a new generation directory name,
-// which the kernel has never seen. Only the symlinks change, and libfuse2 never lets the kernel
-// cache a symlink's target, so every path walk asks for `..data` afresh. When a generation is
-// dropped, the kernel is told to forget it (forgetEntry), or it would keep it cached for good.
+// The kernel caches everything it can, so that a warm read asks the daemon nothing (libfuse 3,
+// through fuse-native as scripts/fuse-native/ ports it): lookups and attributes for 60 s, file
+// pages (kernel_cache), symlink targets (cacheSymlinks), and opens: open answers ENOSYS (in C,
+// noOpen), after which the kernel stops sending open and release and reads from kept pages.
+// That is safe because nothing under a name ever changes but the links: a flip gives a new
+// generation directory name, which the kernel has never seen, and `..data` changes through the
+// VFS (flip.ts), which moves the kernel's own dentries. A link changed inside the daemon instead
+// (--no-inotify, a fallback) must be invalidated (invalidate()), and a dropped generation is
+// forgotten (forgetEntry), or the kernel would keep it cached for good.
 //
-// An open file keeps the bytes it was opened with, whatever flips come after, as a file opened
-// on the kubelet's tmpfs keeps its inode after the directory is replaced.
+// Reads come by path, with no file handle. A file held open reads its generation's bytes from
+// the kernel's pages; if those are evicted, the read reaches us by path, and the tree still has
+// the bytes of recently dropped generations (tree.file).
 //
 // Read-only: every mutation answers EROFS. An op left unimplemented would answer ENOSYS, so
 // each one is listed. flush and fsync are left out on purpose: the kernel takes their ENOSYS as
-// "nothing to do" and stops sending them, which saves a request on every close.
+// "nothing to do" and stops sending them. A write open succeeds (the kernel no longer asks), and
+// the write then fails with EROFS; an open that truncates fails with EROFS at once.
 
 import Fuse, { type Ops } from 'fuse-native'
 import createDebug from 'debug'
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Gate, Mutation } from './flip.js'
+import type { Mutation } from './flip.js'
 import type { Node, Tree } from './tree.js'
 
 const log = createDebug('dapifs:mount')
 const logRequest = createDebug('dapifs:requests')
 
-const O_ACCMODE = 3
-const O_TRUNC = 0o1000
 const W_OK = 2
+/** libfuse keeps at most this many idle workers per mount: at rest, threads per mount stay few. */
+const MAX_IDLE_THREADS = 2
 
 export interface MountOptions {
   /** Let other users in (allow_other). Needs root, or user_allow_other in /etc/fuse.conf. */
@@ -45,8 +51,6 @@ export interface MountOptions {
   onRequest?: (op: string) => void
   /** Whether a mutation is the daemon's own pending flip step (flip.ts); all others get EROFS. */
   accept?: (m: Mutation) => boolean
-  /** Holds top-level readlinks while ..data is renamed (flip.ts). */
-  gate?: Gate
 }
 
 /** Always EROFS. symlink, rename and unlink are too, but for the daemon's own flip steps (below). */
@@ -55,15 +59,7 @@ const READ_ONLY_OPS = [
   'chmod', 'chown', 'utimens', 'setxattr', 'removexattr', 'mknod',
 ] as const
 
-export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m: Mutation) => boolean = () => false, gate?: Gate): Ops {
-  const open = new Map<number, Node & { kind: 'file' }>()
-  const readlink = (path: string, cb: (code: number, target?: string) => void): void => {
-    const node = tree.lookup(path)
-    if (!node) { log('readlink %s: ENOENT', path); return cb(Fuse.ENOENT) }
-    if (node.kind !== 'link') return cb(Fuse.EINVAL)
-    cb(0, node.target)
-  }
-  let nextFd = 1
+export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m: Mutation) => boolean = () => false): Ops {
   const count = onRequest ?? (logRequest.enabled ? (op: string): void => logRequest(op) : (): void => {})
 
   const ops: Ops = {
@@ -73,12 +69,6 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
       if (!node) { log('getattr %s: ENOENT', path); return cb(Fuse.ENOENT) }
       cb(0, node.stat)
     },
-    fgetattr(path, fd, cb) {
-      count('fgetattr')
-      const node = open.get(fd) ?? tree.lookup(path)
-      if (!node) return cb(Fuse.ENOENT)
-      cb(0, node.stat)
-    },
     access(path, mode, cb) {
       count('access')
       if (!tree.lookup(path)) return cb(Fuse.ENOENT)
@@ -86,12 +76,10 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
     },
     readlink(path, cb) {
       count('readlink')
-      if (gate && path.lastIndexOf('/') === 0) {
-        if (path === '/..data') gate.paid()
-        else if (gate.closed) return gate.hold(() => { gate.answered(); readlink(path, cb) })
-        else gate.answered()
-      }
-      readlink(path, cb)
+      const node = tree.lookup(path)
+      if (!node) { log('readlink %s: ENOENT', path); return cb(Fuse.ENOENT) }
+      if (node.kind !== 'link') return cb(Fuse.EINVAL)
+      cb(0, node.target)
     },
     readdir(path, cb) {
       count('readdir')
@@ -100,28 +88,12 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
       if (node.kind !== 'dir') return cb(Fuse.ENOTDIR)
       cb(0, ['.', '..', ...node.entries])
     },
-    open(path, flags, cb) {
-      count('open')
-      const node = tree.lookup(path)
-      if (!node) { log('open %s: ENOENT', path); return cb(Fuse.ENOENT) }
-      if (node.kind === 'dir') return cb(Fuse.EISDIR)
-      if (node.kind !== 'file') return cb(Fuse.EINVAL)
-      if ((flags & O_ACCMODE) !== 0 || flags & O_TRUNC) return cb(Fuse.EROFS)
-      const fd = nextFd++
-      open.set(fd, node)
-      cb(0, fd)
-    },
     read(path, fd, buf, len, pos, cb) {
       count('read')
-      const node = open.get(fd)
-      if (!node) return cb(Fuse.EBADF)
-      if (pos >= node.data.length) return cb(0)
-      cb(node.data.copy(buf, 0, pos, Math.min(node.data.length, pos + len)))
-    },
-    release(path, fd, cb) {
-      count('release')
-      open.delete(fd)
-      cb(0)
+      const data = tree.file(path)
+      if (!data) { log('read %s: ENOENT', path); return cb(Fuse.ENOENT) }
+      if (pos >= data.length) return cb(0)
+      cb(data.copy(buf, 0, pos, Math.min(data.length, pos + len)))
     },
     statfs(path, cb) {
       count('statfs')
@@ -165,13 +137,13 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
 export class Mount {
   private readonly fuse: Fuse
   private live = false
-  /** Kernel notifications in flight (forgetEntry), and who waits for them to come back. */
-  private forgetting = 0
-  private forgotten: (() => void) | undefined
+  /** Kernel notifications in flight, and who waits for them to come back. */
+  private notifying = 0
+  private notified: (() => void) | undefined
 
   constructor(readonly mountpoint: string, tree: Tree, opts: MountOptions = {}) {
     const cache = String(opts.cacheSeconds ?? 60)
-    this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest, opts.accept, opts.gate), {
+    this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest, opts.accept), {
       force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
       mkdir: false,
       allowOther: opts.allowOther ?? true,
@@ -179,6 +151,9 @@ export class Mount {
       kernelCache: true,
       entryTimeout: cache,
       attrTimeout: cache,
+      cacheSymlinks: true,
+      noOpen: true,
+      maxIdleThreads: MAX_IDLE_THREADS,
       // fuse-native has no noatime option, and joins its options with commas. Without noatime
       // the kernel drops the cached atime after each read, and the next fstat costs a request.
       fsname: 'dapifs,noatime',
@@ -201,17 +176,32 @@ export class Mount {
    * Tells the kernel to drop a top-level name it may have cached: a generation that can no longer
    * be looked up. The kernel then forgets the inodes below it, and libfuse frees its nodes for
    * them. Without this the kernel keeps what it looked up until memory runs short, and libfuse
-   * keeps about 0.4 KB per flip. A file held open keeps its inode, so it reads on. A no-op with
-   * fuse-native's prebuilt addon, which lacks the call.
+   * keeps about 0.4 KB per flip. A file held open keeps its inode, so it reads on.
    */
   forgetEntry(name: string): void {
-    const invalidate = addon().fuse_native_invalidate_root_entry
-    if (!this.live || !invalidate) return
-    this.forgetting++
-    invalidate(this.fuse._thread, name, (res) => {
-      if (res !== 0) log('forgetting %s: %d', name, res) // -ENOENT: the kernel had not cached it
-      if (--this.forgetting === 0) this.forgotten?.()
-    })
+    void this.notify((cb) => this.fuse.invalidateRootEntry(name, cb), `forgetting ${name}`)
+  }
+
+  /**
+   * After links changed inside the daemon: the kernel drops the cached targets of `links`
+   * (absolute paths) and the root entries `gone`. Resolves once the kernel has them.
+   */
+  async invalidate(links: string[], gone: string[]): Promise<void> {
+    await Promise.all([
+      ...links.map((p) => this.notify((cb) => this.fuse.invalidatePath(p, cb), `invalidating ${p}`)),
+      ...gone.map((name) => this.notify((cb) => this.fuse.invalidateRootEntry(name, cb), `forgetting ${name}`)),
+    ])
+  }
+
+  /** One notification to the kernel; a no-op before the mount, and with the prebuilt addon. */
+  private notify(send: (cb: (res: number) => void) => void, what: string): Promise<void> {
+    if (!this.live || !nativeLayer()) return Promise.resolve()
+    this.notifying++
+    return new Promise((resolve) => send((res) => {
+      if (res !== 0) log('%s: %d', what, res) // -ENOENT: the kernel had not cached it
+      if (--this.notifying === 0) this.notified?.()
+      resolve()
+    }))
   }
 
   async mount(): Promise<void> {
@@ -222,7 +212,7 @@ export class Mount {
   async unmount(): Promise<void> {
     this.live = false
     // A notification written after the channel is closed would go to whatever reuses its fd.
-    if (this.forgetting > 0) await new Promise<void>((resolve) => { this.forgotten = resolve })
+    if (this.notifying > 0) await new Promise<void>((resolve) => { this.notified = resolve })
     await new Promise<void>((resolve, reject) => this.fuse.unmount((err) => (err ? reject(err) : resolve())))
   }
 }
@@ -232,7 +222,6 @@ export const fuseNativeBuild = fileURLToPath(new URL('../scripts/fuse-native/bui
 
 interface Addon {
   dapifs_patch?: number
-  fuse_native_invalidate_root_entry?: (thread: Buffer, name: string, cb: (res: number) => void) => void
 }
 let loaded: Addon | undefined
 
@@ -245,9 +234,11 @@ function addon(): Addon {
 }
 
 /**
- * Whether the fuse-native addon that loads is the build from patched source, which recycles
- * libfuse workers' thread-locals instead of leaking them, and can make the kernel forget names.
+ * Whether the fuse-native addon that loads is our libfuse 3 build (scripts/fuse-native/): the
+ * kernel caches links and skips opens, the rename of ..data never fails a reader, workers'
+ * thread-locals are recycled, and the kernel can be told to forget. Otherwise it is fuse-native's
+ * prebuilt libfuse 2 addon, and dapifs runs degraded (flips inside the daemon: daemon.ts).
  */
-export function patchedAddon(): boolean {
-  return addon().dapifs_patch === 1
+export function nativeLayer(): boolean {
+  return addon().dapifs_patch === 2
 }

@@ -10,8 +10,11 @@
 // or all at once (flip()). The one it replaces, and those before it, stay
 // resolvable for a while (`retainMs`, at most `retainMax` of them) without being listed: a
 // reader that read `..data` just before a flip still finds the directory it was pointed at, as
-// on the kubelet's tmpfs, where the old directory goes only after the rename. Each generation's
-// nodes are built once, at its flip, and never change: lookups on the hot path are a map get.
+// on the kubelet's tmpfs, where the old directory goes only after the rename. After that, the
+// bytes of the last `retainMax` dropped generations can still be read by path (file()), for
+// files held open whose pages the kernel let go: reads come by path, not by open file. Each
+// generation's nodes are built once, at its flip, and never change: lookups on the hot path are a
+// map get.
 //
 // Ownership follows the kubelet: everything is owned by `uid`/`gid` (root by default); with
 // an fsGroup, the group of the root, the directories and the files is the fsGroup and
@@ -89,6 +92,8 @@ export class Tree {
   /** A generation whose directory exists but that ..data does not point at yet. */
   private staged: Built | undefined
   private readonly retained: LRUCache<string, Built>
+  /** Dropped generations, for reads of files held open (file()). */
+  private readonly archived: LRUCache<string, Built>
   private readonly dropped: ((name: string) => void) | undefined
   private root: Node | undefined
   private dataLink: Node | undefined
@@ -103,8 +108,13 @@ export class Tree {
       max: opts.retainMax ?? 64,
       ttl: opts.retainMs ?? 5_000,
       ttlAutopurge: true,
-      dispose: (_built, name, reason) => { if (reason !== 'set' && !this.inUse(name)) this.dropped?.(name) },
+      dispose: (built, name, reason) => {
+        if (reason === 'set' || this.inUse(name)) return
+        this.archived.set(name, built)
+        this.dropped?.(name)
+      },
     })
+    this.archived = new LRUCache<string, Built>({ max: opts.retainMax ?? 64 })
     this.dropped = opts.dropped
   }
 
@@ -202,6 +212,14 @@ export class Tree {
     ]
     const subdirs = (this.current ? 1 : 0) + (this.staged ? 1 : 0)
     this.root = { kind: 'dir', stat: stat(rootMode, this.uid, gid, DIR_SIZE, 2 + subdirs, now), entries }
+  }
+
+  /** The bytes of the file at an absolute path: in a resolvable generation, or a dropped one. */
+  file(path: string): Buffer | undefined {
+    let node = this.lookup(path)
+    const slash = path.indexOf('/', 1)
+    if (!node && slash > 0) node = this.archived.get(path.slice(1, slash))?.nodes.get(path.slice(slash + 1))
+    return node?.kind === 'file' ? node.data : undefined
   }
 
   /** The node at an absolute path in the mount ('/', '/labels', '/..2026_…/a/b'). */

@@ -1,7 +1,9 @@
-// The fuse-native floor: the least any fuse-native filesystem can do to serve the kubelet's
-// layout. It serves precomputed bytes and stats from maps, with the mount options dapifs uses,
-// and nothing else: no pod, no generations, no flips. scripts/bench.mjs compares dapifs with it.
-//   node scripts/bench-floor.mjs MOUNTPOINT LAYOUT.json
+// The old floor: the least any filesystem on fuse-native as shipped (its prebuilt libfuse 2
+// addon) can do to serve the kubelet's layout. It serves precomputed bytes and stats from maps,
+// with the mount options dapifs used on it, and nothing else: no pod, no generations, no flips.
+// scripts/bench.mjs runs it with PREBUILDS_ONLY=1 (node-gyp-build then loads the prebuilt addon)
+// and compares dapifs with it.
+//   PREBUILDS_ONLY=1 node scripts/bench-floor.mjs MOUNTPOINT LAYOUT.json
 // LAYOUT.json: {"gen": "..2026_…", "files": {"labels": {"content": "…", "mode": 420}}}.
 // Says "ready" on stdout; prints request counts on SIGUSR2; unmounts on SIGTERM.
 import Fuse from 'fuse-native'
