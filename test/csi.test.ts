@@ -166,7 +166,7 @@ async function main(): Promise<void> {
       writeFileSync(path.join(dir, 'pod.json'), JSON.stringify(pod))
       const cases: [string, Record<string, string>, RegExp][] = [
         ['no containerName', { items: '- path: cpu\n  resourceFieldRef: {resource: limits.cpu}' }, /volume "bad", item "cpu": resourceFieldRef\.containerName: is required in a volume/],
-        ['an unknown field path', { items: '- path: x\n  fieldRef: {fieldPath: spec.nodeName}' }, /volume "bad", item "x": /],
+        ['an unknown field path', { items: '- path: x\n  fieldRef: {fieldPath: spec.bogus}' }, /volume "bad", item "x": unsupported fieldPath: spec\.bogus /],
         ['a path with ..', { items: '- path: ../x\n  fieldRef: {fieldPath: metadata.name}' }, /item "\.\.\/x": path /],
         ['not a list', { items: 'path: labels' }, /^volumeAttributes\.items: must be a list, not a map$/],
         ['not YAML', { items: '- [' }, /^volumeAttributes\.items: not valid YAML or JSON/],
