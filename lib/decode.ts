@@ -49,6 +49,8 @@ export function isRfc3339(text: string): boolean {
 
 function time(s: Shape): void {
   if (!s.present) return
+  // The API client has parsed it already (its typed objects hold Dates).
+  if (s.value instanceof Date && !Number.isNaN(s.value.getTime())) return
   if (typeof s.value !== 'string' || !isRfc3339(s.value)) {
     s.fail(`must be a time in RFC 3339 form, such as 2006-01-02T15:04:05Z (${REFUSED})`)
   }

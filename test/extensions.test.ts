@@ -186,7 +186,8 @@ t.test('a pod the API server would refuse does not render, naming the field', as
     t.throws(() => project(pod, pickVolume(pod, 'v'), { allocatable: ALLOC }), { message }, message.slice(0, 60))
   }
   const fine = readPod(named({ overhead: { cpu: '250m' } }, {
-    metadata: { name: 'p', creationTimestamp: '2026-11-21T11:39:14Z', deletionTimestamp: null, managedFields: [{ time: '2026-11-21T11:39:14.123+01:00' }] },
+    // A Date: @kubernetes/client-node's typed objects hold times parsed already.
+    metadata: { name: 'p', creationTimestamp: '2026-11-21T11:39:14Z', deletionTimestamp: new Date('2026-11-21T11:40:00Z'), managedFields: [{ time: '2026-11-21T11:39:14.123+01:00' }] },
     status: { startTime: '2024-02-29T23:59:59Z', conditions: [{ lastProbeTime: null }] },
   }))
   t.same(text(project(fine, pickVolume(fine), { allocatable: ALLOC })), { name: 'p' }, 'valid quantities and times, null times: renders')
