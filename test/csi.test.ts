@@ -5,7 +5,7 @@ import t from 'tap'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import { cat, dataTarget, mounted, run, scratch } from './fixtures/daemon.js'
+import { cat, dataTarget, mounted, run, scratch, until } from './fixtures/daemon.js'
 import { mountsBelow, startDriver, type Driver } from './fixtures/csi.js'
 import { loadCsi, loadRegistration } from '../lib/csi/server.js'
 import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
@@ -57,15 +57,6 @@ const publishReq = (target: string, ctx: Record<string, string>, volumeId = `csi
   volume_id: volumeId, target_path: target, readonly: true, volume_context: ctx,
   volume_capability: { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
 })
-
-async function until(fn: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await fn()) return true
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return false
-}
 
 async function main(): Promise<void> {
   if (!(await apiServerBuilt())) {

@@ -2,7 +2,7 @@
 // allowed and refused, the errors that name the item, a pod the API server would refuse, and a
 // real mount of a pod file whose pod IP arrives after the mount, seen by an inotify watcher.
 import t from 'tap'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { readPod, pickVolume, readDownwardAPISource, withNode, type Pod } from '../lib/pod.js'
@@ -12,7 +12,7 @@ import { Volumes, CsiError } from '../lib/csi/volumes.js'
 import type { NodeSource } from '../lib/source/node.js'
 import { Quantity } from '../lib/quantity.js'
 import { Shape } from '../lib/shape.js'
-import { cat, dataTarget, MAIN, run, scratch, startDaemon, writePod } from './fixtures/daemon.js'
+import { cat, dataTarget, MAIN, run, scratch, startDaemon, until, watchDir, writePod } from './fixtures/daemon.js'
 
 const ALLOC = new Map([['cpu', Quantity.parse('4')], ['memory', Quantity.parse('8Gi')]])
 
@@ -270,20 +270,15 @@ t.test('a mount of every extension; the pod IP arrives after the mount, with ino
     t.equal(await cat(path.join(d.mnt, p)), p === 'podIP' || p === 'podIPs' ? '' : want, `${p}: exact bytes on the mount`)
   }
   const before = await dataTarget(d.mnt)
-  const watcher = spawn('inotifywait', ['-m', '--format', '%e %f', d.mnt], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { watcher.kill() })
-  let events = ''
-  watcher.stdout.setEncoding('utf8').on('data', (s: string) => { events += s })
-  await new Promise<void>((resolve) => watcher.stderr.setEncoding('utf8').on('data', (s: string) => { if (s.includes('Watches established')) resolve() }))
+  const w = await watchDir(t, d.mnt)
   const mark = d.lines.length
   writePod(podFile, POD)
   await d.waitFor(/flipped to \.\.\d{4}_.*: podIP, podIPs changed$/, mark)
   t.equal(await cat(path.join(d.mnt, 'podIP')), '10.1.2.3', 'the pod IP, once assigned')
   t.equal(await cat(path.join(d.mnt, 'podIPs')), '10.1.2.3\nfd00::3')
   t.not(await dataTarget(d.mnt), before, '..data flipped')
-  const until = Date.now() + 5000
-  while (!events.includes('MOVED_TO ..data') && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
-  t.same(events.trim().split('\n'), ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data'], 'the atomic writer\'s events')
+  t.ok(await until(async () => w.events().length >= 3, 5000))
+  t.same(w.events(), ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data'], 'the atomic writer\'s events')
 
   // A pod the API server would refuse, at run time: logged once, the last good generation kept.
   const good = await dataTarget(d.mnt)

@@ -3,11 +3,10 @@
 // as the kubelet makes it) and a change of the Node's labels flip the volume, and an inotify
 // watcher sees the atomic writer's events; `dapifs csi --no-extensions` refuses them by name.
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import { cat, dataTarget, mounted, run, scratch, startDaemon } from './fixtures/daemon.js'
+import { cat, dataTarget, mounted, run, scratch, startDaemon, until, watchDir } from './fixtures/daemon.js'
 import { startDriver } from './fixtures/csi.js'
 import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
 
@@ -68,27 +67,6 @@ const assignIPs = (k: Cluster, name: string) => k.core.patchNamespacedPodStatus(
   ],
 })
 
-interface Watcher { events(): string[]; stop(): void }
-
-/** inotifywait -m on a directory, ready when it says so. */
-async function watch(t: Test, dir: string): Promise<Watcher> {
-  const w = spawn('inotifywait', ['-m', '--format', '%e %f', dir], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { w.kill() })
-  let out = ''
-  w.stdout.setEncoding('utf8').on('data', (s: string) => { out += s })
-  await new Promise<void>((resolve) => w.stderr.setEncoding('utf8').on('data', (s: string) => { if (s.includes('Watches established')) resolve() }))
-  return { events: () => out.trim().split('\n').filter(Boolean), stop: () => w.kill() }
-}
-
-async function until(fn: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await fn()) return true
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return false
-}
-
 const FLIP = ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data']
 
 /** Reads every file; the pod IP files are empty until the IPs are assigned. */
@@ -103,7 +81,7 @@ async function checkFiles(t: Test, dir: string, name: string, zone: string, ips:
 async function ipsArrive(t: Test, k: Cluster, dir: string, name: string): Promise<void> {
   await checkFiles(t, dir, name, 'eu-1a', false)
   const before = await dataTarget(dir)
-  const w = await watch(t, dir)
+  const w = await watchDir(t, dir)
   await assignIPs(k, name)
   t.ok(await until(async () => (await cat(path.join(dir, 'podIP'))) === '10.244.0.7'), 'the pod IP, once the status has it')
   await checkFiles(t, dir, name, 'eu-1a', true)
@@ -137,7 +115,7 @@ async function main(): Promise<void> {
       const d = await startDaemon(t, ['--pod', `${NS}/web`, '--items', items], { env })
       await ipsArrive(t, k, d.mnt, 'web')
 
-      const w = await watch(t, d.mnt)
+      const w = await watchDir(t, d.mnt)
       const mark = d.lines.length
       await k.core.patchNode({ name: NODE, body: [{ op: 'replace', path: '/metadata/labels/topology.kubernetes.io~1zone', value: 'eu-1b' }] })
       t.ok(await until(async () => (await cat(path.join(d.mnt, 'zone'))) === 'eu-1b'), 'a Node label change arrives')
