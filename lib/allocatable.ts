@@ -1,11 +1,14 @@
-// The node's allocatable resources: what an unset cpu, memory or ephemeral-storage limit reads
-// as. From --node-allocatable, from the Node object in a cluster, or, standing in for the
-// node, this machine's cpu count and memory.
+// What a volume reads from the pod's Node. Its allocatable resources: what an unset cpu, memory
+// or ephemeral-storage limit reads as; from --node-allocatable, from the Node object in a
+// cluster, or, standing in for the node, this machine's cpu count and memory. And, for the
+// node.metadata.labels extension, its labels: from the Node object, or from --node-labels.
 
 import os from 'node:os'
+import { qualifiedNameErrors } from './fieldpath.js'
+import type { NodeView } from './pod.js'
 import { Quantity, parseQuantity } from './quantity.js'
 import type { Allocatable } from './resource.js'
-import { InputError } from './shape.js'
+import { InputError, Shape } from './shape.js'
 
 export const ALLOCATABLE_NAMES = ['cpu', 'memory', 'ephemeral-storage']
 
@@ -48,4 +51,29 @@ export function machineAllocatable(): Allocatable {
     ['cpu', Quantity.parse(String(os.availableParallelism()))],
     ['memory', Quantity.parse(String(os.totalmem()))],
   ])
+}
+
+/** A Node object's labels, for the node.metadata.labels extension. */
+export function nodeView(obj: unknown): NodeView {
+  return { labels: new Shape(obj, 'node').field('metadata').field('labels').strMap() }
+}
+
+const LABEL_VALUE_RE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/
+
+/** `--node-labels KEY=VALUE,...` (label values hold no commas): the Node's labels for a pod file. */
+export function parseNodeLabelsFlag(text: string): NodeView {
+  const labels = new Map<string, string>()
+  const fail = (problem: string): never => { throw new InputError('--node-labels', problem) }
+  for (const part of text === '' ? [] : text.split(',')) {
+    const eq = part.indexOf('=')
+    if (eq < 0) fail(`${JSON.stringify(part)} is not KEY=VALUE`)
+    const key = part.slice(0, eq)
+    const value = part.slice(eq + 1)
+    const errs = qualifiedNameErrors(key)
+    if (errs.length > 0) fail(`${JSON.stringify(key)} is not a label key: ${errs.join(';')}`)
+    if (value.length > 63 || !LABEL_VALUE_RE.test(value)) fail(`${key}: ${JSON.stringify(value)} is not a label value (at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit)`)
+    if (labels.has(key)) fail(`${key} is given twice`)
+    labels.set(key, value)
+  }
+  return { labels }
 }

@@ -5,9 +5,9 @@ import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { allocatableFromNode } from './allocatable.js'
+import { allocatableFromNode, nodeView } from './allocatable.js'
 import { parseId, parsePodText, readSettings, readText, volumeOf, type InputFlags, type Settings } from './input.js'
-import { readPod, type Pod } from './pod.js'
+import { readPod, withNode, type Pod } from './pod.js'
 import { project, type Projection } from './projection.js'
 import { serve, type ServeFlags } from './serve.js'
 import { InputError } from './shape.js'
@@ -16,7 +16,7 @@ export class UsageError extends InputError {}
 
 const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--context NAME])
                 [--volume NAME] [--items FILE] [--fs-group GID]
-                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q]`
+                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--node-labels KEY=VALUE,...]`
 const USAGE = `usage:
   dapifs mount MOUNTPOINT ${INPUTS}
                 [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify]
@@ -26,7 +26,7 @@ const USAGE = `usage:
   dapifs render ${INPUTS}
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
-                [--registration-dir DIR | --no-registration] [--debug]
+                [--registration-dir DIR | --no-registration] [--no-extensions] [--debug]
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
       ephemeral inline volume, registered with the kubelet through DIR
       (default /var/lib/kubelet/plugins_registry). README, "Running in a cluster".
@@ -44,6 +44,7 @@ const INPUT_OPTIONS = {
   volume: { type: 'string' },
   items: { type: 'string' },
   'node-allocatable': { type: 'string' },
+  'node-labels': { type: 'string' },
   'fs-group': { type: 'string' },
 } as const satisfies ParseArgsConfig['options']
 
@@ -78,7 +79,7 @@ function parse(args: string[], options: ParseArgsConfig['options'], maxPositiona
 
 const FLAG_KEYS: [string, keyof InputFlags][] = [
   ['pod-file', 'podFile'], ['pod', 'pod'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['volume', 'volume'],
-  ['items', 'items'], ['node-allocatable', 'nodeAllocatable'], ['fs-group', 'fsGroup'],
+  ['items', 'items'], ['node-allocatable', 'nodeAllocatable'], ['node-labels', 'nodeLabels'], ['fs-group', 'fsGroup'],
 ]
 
 function inputFlags(v: Values): InputFlags {
@@ -96,7 +97,7 @@ export function renderJson(p: Projection): string {
 
 function renderPod(pod: Pod, settings: Settings, where: string): Projection {
   try {
-    return project(pod, volumeOf(pod, settings), settings)
+    return project(withNode(pod, settings.node), volumeOf(pod, settings), settings)
   } catch (e) {
     if (e instanceof InputError && !e.where.startsWith('--')) throw new InputError(where, e.message)
     throw e
@@ -121,12 +122,14 @@ async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projec
   }
   let pod: Pod
   try { pod = readPod(raw) } catch (e) { throw new InputError(who, (e as Error).message) }
-  if (pod.nodeName && flags.nodeAllocatable === undefined) {
+  if (pod.nodeName) {
     try {
       const node = await core.readNode({ name: pod.nodeName })
-      settings = { ...settings, allocatable: allocatableFromNode(node.status?.allocatable as Record<string, unknown> | undefined) }
+      settings = { ...settings, node: nodeView(node) }
+      if (flags.nodeAllocatable === undefined) settings.allocatable = allocatableFromNode(node.status?.allocatable as Record<string, unknown> | undefined)
     } catch (e) {
-      process.stderr.write(`dapifs: node ${pod.nodeName}: ${describeError(e, 'get').replace(/; retrying$/, '')}; unset limits read this machine's allocatable\n`)
+      if (e instanceof InputError) throw new InputError(who, e.message)
+      process.stderr.write(`dapifs: node ${pod.nodeName}: ${describeError(e, 'get').replace(/; retrying$/, '')}; unset limits read ${flags.nodeAllocatable !== undefined ? '--node-allocatable' : 'this machine\'s allocatable'}, and the node's labels read empty\n`)
     }
   }
   return renderPod(pod, settings, who)
@@ -164,6 +167,7 @@ const CSI_OPTIONS = {
   context: { type: 'string' },
   'registration-dir': { type: 'string' },
   'no-registration': { type: 'boolean' },
+  'no-extensions': { type: 'boolean' },
   debug: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
@@ -175,6 +179,7 @@ async function csi(args: string[]): Promise<number> {
     if (typeof v[flag] === 'string') flags[key] = v[flag] as string
   }
   if (v['no-registration']) flags.noRegistration = true
+  if (v['no-extensions']) flags.noExtensions = true
   if (v.debug) flags.debug = true
   return csiCommand(flags)
 }

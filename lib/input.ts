@@ -3,9 +3,10 @@
 // or flag.
 
 import { readFile } from 'node:fs/promises'
-import { machineAllocatable, parseAllocatableFlag } from './allocatable.js'
+import { machineAllocatable, parseAllocatableFlag, parseNodeLabelsFlag } from './allocatable.js'
+import { readsNode } from './extensions.js'
 import { parseSingle } from './manifest.js'
-import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type Pod } from './pod.js'
+import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type NodeView, type Pod } from './pod.js'
 import { checkVolume } from './projection.js'
 import type { Allocatable } from './resource.js'
 import { InputError, Shape, isObj } from './shape.js'
@@ -18,6 +19,7 @@ export interface InputFlags {
   volume?: string
   items?: string
   nodeAllocatable?: string
+  nodeLabels?: string
   fsGroup?: string
 }
 
@@ -27,6 +29,8 @@ export interface Settings {
   volumeName?: string
   allocatable: Allocatable
   fsGroup?: number
+  /** The Node's labels for a pod file (--node-labels); a cluster pod's come from its Node. */
+  node?: NodeView
 }
 
 export async function readText(file: string, flag: string): Promise<string> {
@@ -63,7 +67,7 @@ export async function readItemsFile(file: string): Promise<DownwardVolume> {
     const s = new Shape(raw, '')
     s.obj()
     if (!s.field('items').present) s.field('items').fail('is required: a DownwardAPIVolumeSource is {items: [...], defaultMode: ...}')
-    const v = readDownwardAPISource(s, '--items')
+    const v = readDownwardAPISource(s, '--items', 'allowed')
     checkVolume(v)
     return v
   })
@@ -85,6 +89,16 @@ export async function readSettings(flags: InputFlags): Promise<Settings> {
   if (flags.items !== undefined) settings.items = await readItemsFile(flags.items)
   if (flags.volume !== undefined) settings.volumeName = flags.volume
   if (flags.fsGroup !== undefined) settings.fsGroup = parseId(flags.fsGroup, '--fs-group')
+  if (flags.nodeLabels !== undefined) {
+    if (flags.pod !== undefined) throw new InputError('--node-labels', 'cannot be combined with --pod: the labels are those of the pod\'s Node in the cluster')
+    settings.node = parseNodeLabelsFlag(flags.nodeLabels)
+  }
+  // A pod file has no Node: node.metadata.labels needs --node-labels, rather than reading empty for ever.
+  const nodeItem = flags.pod === undefined && settings.node === undefined ? settings.items?.items.find(readsNode) : undefined
+  if (nodeItem) {
+    throw new InputError(flags.items!, `item ${JSON.stringify(nodeItem.path)}: ${nodeItem.fieldRef!.fieldPath} reads the pod's Node, and a pod file has none: ` +
+      'give its labels with --node-labels KEY=VALUE,... or follow the pod in its cluster with --pod NAMESPACE/NAME')
+  }
   return settings
 }
 

@@ -1,7 +1,10 @@
 // The part of a Pod that a downward API volume reads, taken from untrusted JSON (a pod file,
 // `kubectl get pod -o yaml`, or an object from the API server) with every field checked.
 // Quantities stay raw here; they are parsed where they are used, so an error names the item.
+// Quantities and times anywhere else in the pod are checked here as the API server's decoding
+// checks them (decode.ts): a pod it would refuse never reaches a kubelet, so it must not render.
 
+import { decodeProblem } from './decode.js'
 import { InputError, Shape, type Json } from './shape.js'
 
 export interface FieldRef { fieldPath: string; apiVersion: string }
@@ -13,6 +16,8 @@ export interface VolumeItem {
   fieldRef?: FieldRef
   resourceFieldRef?: ResourceFieldRef
   mode?: number
+  /** An extension (extensions.ts): `json`; only read in dapifs's own item lists. */
+  format?: string
 }
 
 /** A downwardAPI volume, or the downwardAPI sources of a projected volume, flattened. */
@@ -21,6 +26,26 @@ export interface DownwardVolume {
   kind: 'downwardAPI' | 'projected'
   items: VolumeItem[]
   defaultMode?: number
+  /**
+   * Absent for a pod's own volume, which is exactly the kubelet's. dapifs's own item lists
+   * (--items, a CSI volume's items) allow the extensions (extensions.ts), or refuse them by name
+   * (`dapifs csi --no-extensions`).
+   */
+  extensions?: 'allowed' | 'refused'
+}
+
+export interface OwnerReference {
+  apiVersion: string
+  kind: string
+  name: string
+  uid: string
+  controller?: boolean
+  blockOwnerDeletion?: boolean
+}
+
+/** What a volume reads from the pod's Node besides its allocatable: its labels (an extension). */
+export interface NodeView {
+  labels: Map<string, string>
 }
 
 export interface Container {
@@ -28,6 +53,7 @@ export interface Container {
   limits: Map<string, Json>
   requests: Map<string, Json>
   where: string
+  image?: string
 }
 
 export interface Pod {
@@ -44,10 +70,28 @@ export interface Pod {
   fsGroup?: number
   /** spec.nodeName: set once the pod is scheduled. */
   nodeName?: string
+  // Read for the extensions only (extensions.ts).
+  serviceAccountName?: string
+  hostIP?: string
+  hostIPs?: string[]
+  podIP?: string
+  podIPs?: string[]
+  ownerReferences?: OwnerReference[]
+  /** The pod's Node, as its source knows it (undefined: not known, or not scheduled yet). */
+  node?: NodeView
+  /**
+   * Why the API server would refuse this pod, in a field no item reads (a quantity that does
+   * not parse, say). The projection fails with it once its items have rendered.
+   */
+  invalid?: InputError
 }
 
-function readItem(s: Shape): VolumeItem {
+function readItem(s: Shape, extensions: boolean): VolumeItem {
   const item: VolumeItem = { path: s.field('path').str() }
+  if (extensions) {
+    const format = s.field('format')
+    if (format.present) item.format = format.str()
+  }
   const fr = s.field('fieldRef')
   if (fr.present) {
     item.fieldRef = { fieldPath: fr.field('fieldPath').str(), apiVersion: fr.field('apiVersion').str('v1') || 'v1' }
@@ -65,14 +109,18 @@ function readItem(s: Shape): VolumeItem {
   return item
 }
 
-/** A DownwardAPIVolumeSource: `{items: [...], defaultMode: 0644}`. */
-export function readDownwardAPISource(s: Shape, name: string): DownwardVolume {
+/**
+ * A DownwardAPIVolumeSource: `{items: [...], defaultMode: 0644}`. `extensions` is for dapifs's
+ * own item lists only; a pod's volumes are read without it.
+ */
+export function readDownwardAPISource(s: Shape, name: string, extensions?: 'allowed' | 'refused'): DownwardVolume {
   const v: DownwardVolume = {
     name, kind: 'downwardAPI',
-    items: s.field('items').list().map(readItem),
+    items: s.field('items').list().map((i) => readItem(i, extensions !== undefined)),
   }
   const mode = s.field('defaultMode').int()
   if (mode !== undefined) v.defaultMode = mode
+  if (extensions !== undefined) v.extensions = extensions
   return v
 }
 
@@ -88,7 +136,7 @@ function readVolume(s: Shape): DownwardVolume | undefined {
     const d = source.field('downwardAPI')
     if (!d.present) continue
     sawDownwardAPI = true
-    items.push(...d.field('items').list().map(readItem))
+    items.push(...d.field('items').list().map((i) => readItem(i, false)))
   }
   if (!sawDownwardAPI) return undefined
   const v: DownwardVolume = { name, kind: 'projected', items }
@@ -105,7 +153,21 @@ function readContainer(s: Shape): Container {
     limits: quantities(res.field('limits')),
     requests: quantities(res.field('requests')),
     where: s.where,
+    image: s.field('image').str(),
   }
+}
+
+const ips = (s: Shape): string[] => s.list().map((e) => e.field('ip').str()).filter((ip) => ip !== '')
+
+function readOwner(s: Shape): OwnerReference {
+  const o: OwnerReference = {
+    apiVersion: s.field('apiVersion').str(), kind: s.field('kind').str(), name: s.field('name').str(), uid: s.field('uid').str(),
+  }
+  const controller = s.field('controller').bool()
+  if (controller !== undefined) o.controller = controller
+  const block = s.field('blockOwnerDeletion').bool()
+  if (block !== undefined) o.blockOwnerDeletion = block
+  return o
 }
 
 /** Reads a Pod; `where` prefixes field names in errors (empty for a whole file). */
@@ -134,7 +196,22 @@ export function readPod(raw: Json, where = ''): Pod {
   if (fsGroup !== undefined) pod.fsGroup = fsGroup
   const nodeName = spec.field('nodeName').str()
   if (nodeName) pod.nodeName = nodeName
+  // serviceAccount is the deprecated name; the API server copies it when serviceAccountName is unset.
+  pod.serviceAccountName = spec.field('serviceAccountName').str() || spec.field('serviceAccount').str()
+  const status = s.field('status')
+  pod.hostIP = status.field('hostIP').str()
+  pod.hostIPs = ips(status.field('hostIPs'))
+  pod.podIP = status.field('podIP').str()
+  pod.podIPs = ips(status.field('podIPs'))
+  pod.ownerReferences = meta.field('ownerReferences').list().map(readOwner)
+  const invalid = decodeProblem(s)
+  if (invalid) pod.invalid = invalid
   return pod
+}
+
+/** The pod with what its source knows of its Node (nothing changes when that is nothing). */
+export function withNode(pod: Pod, node: NodeView | undefined): Pod {
+  return node ? { ...pod, node } : pod
 }
 
 /**

@@ -8,9 +8,14 @@
 //   - with an fsGroup, every file's mode gains 0440 and its group is the fsGroup;
 //   - any bad item fails the whole volume, as the kubelet then writes nothing. In a
 //     downwardAPI volume a later item with the same cleaned path replaces an earlier one (a Go
-//     map); a projected volume refuses duplicates, as the API server does.
+//     map); a projected volume refuses duplicates, as the API server does;
+//   - a pod that the API server would refuse (pod.invalid: a quantity no item reads that does
+//     not parse, say) fails too, once its items have rendered: no kubelet ever sees such a pod.
+// dapifs's own item lists (volume.extensions) may also use the extensions (extensions.ts), or,
+// when they are refused, name them in the error; a pod's own volume is the kubelet's alone.
 
 import { checkFieldRef, extractFieldPath } from './fieldpath.js'
+import { checkExtensionItem, extensionOf, extractExtension } from './extensions.js'
 import { cleanPath, pathProblem } from './itempath.js'
 import type { DownwardVolume, Pod, VolumeItem } from './pod.js'
 import { checkResourceFieldRef, resourceValue, type Allocatable } from './resource.js'
@@ -63,9 +68,12 @@ export function checkVolume(volume: DownwardVolume): void {
     if (item.mode !== undefined && !modeOk(item.mode)) fail(`mode ${item.mode}: ${MODE_PROBLEM}`)
     if (item.fieldRef && item.resourceFieldRef) fail('fieldRef and resourceFieldRef can not be specified simultaneously')
     if (!item.fieldRef && !item.resourceFieldRef) fail('one of fieldRef and resourceFieldRef is required')
+    const extension = volume.extensions === 'refused' ? extensionOf(item) : undefined
+    if (extension) fail(`${extension} is a dapifs extension, which this driver refuses (dapifs csi --no-extensions)`)
     try {
-      if (item.fieldRef) checkFieldRef(item.fieldRef)
-      else checkResourceFieldRef(item.resourceFieldRef!)
+      if (volume.extensions === 'allowed') checkExtensionItem(item)
+      else if (item.fieldRef) checkFieldRef(item.fieldRef)
+      if (item.resourceFieldRef) checkResourceFieldRef(item.resourceFieldRef)
     } catch (e) {
       fail((e as Error).message)
     }
@@ -94,9 +102,9 @@ export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions):
   for (const item of volume.items) {
     let text: string
     try {
-      text = item.fieldRef
-        ? extractFieldPath(pod, item.fieldRef.fieldPath)
-        : resourceValue(item.resourceFieldRef!, pod, opts.allocatable)
+      text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.allocatable)
+        : volume.extensions === 'allowed' ? extractExtension(pod, { ...item, fieldRef: item.fieldRef })
+          : extractFieldPath(pod, item.fieldRef.fieldPath)
     } catch (e) {
       if (e instanceof InputError) throw e
       throw itemError(volume, item, (e as Error).message)
@@ -106,6 +114,7 @@ export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions):
     const path = cleanPath(item.path)
     byPath.set(path, { path, data: Buffer.from(text, 'utf8'), mode })
   }
+  if (pod.invalid) throw pod.invalid
   const files = [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)))
   return fsGroup !== undefined ? { files, gid: fsGroup } : { files }
 }

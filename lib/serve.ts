@@ -11,7 +11,7 @@ import { Daemon } from './daemon.js'
 import { readPodFile, readSettings, volumeOf, type InputFlags } from './input.js'
 import { fuseNativeBuild, nativeLayer } from './mount.js'
 import { prepareMountpoint } from './mountpoint.js'
-import type { Pod } from './pod.js'
+import { withNode, type Pod } from './pod.js'
 import type { Allocatable } from './resource.js'
 import { InputError } from './shape.js'
 import { FileSource } from './source/file.js'
@@ -71,8 +71,9 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
   if (flags.podFile !== undefined) {
     const file = flags.podFile
     pod = await readPodFile(file)
-    try { daemon.apply(pod) } catch (e) { throw from(file, e) }
-    const fs = new FileSource(file, daemon)
+    try { daemon.apply(withNode(pod, settings.node)) } catch (e) { throw from(file, e) }
+    // The Node's labels, when --node-labels gives them, go with every pod read from the file.
+    const fs = new FileSource(file, { pod: (p) => daemon.pod(withNode(p, settings.node)), problem: (m) => daemon.problem(m) })
     fs.start()
     source = { stop: () => fs.stop(), describe: `following ${file}` }
   } else {

@@ -71,6 +71,12 @@ export class Shape {
     return this.value
   }
 
+  bool(): boolean | undefined {
+    if (!this.present) return undefined
+    if (typeof this.value !== 'boolean') this.fail(`must be true or false, not ${describe(this.value)}`)
+    return this.value
+  }
+
   /** A map of string to string (labels, annotations). */
   strMap(): Map<string, string> {
     const out = new Map<string, string>()

@@ -5,7 +5,7 @@ import t from 'tap'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import { cat, dataTarget, mounted, run, scratch } from './fixtures/daemon.js'
+import { cat, dataTarget, mounted, run, scratch, until } from './fixtures/daemon.js'
 import { mountsBelow, startDriver, type Driver } from './fixtures/csi.js'
 import { loadCsi, loadRegistration } from '../lib/csi/server.js'
 import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
@@ -57,15 +57,6 @@ const publishReq = (target: string, ctx: Record<string, string>, volumeId = `csi
   volume_id: volumeId, target_path: target, readonly: true, volume_context: ctx,
   volume_capability: { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
 })
-
-async function until(fn: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    if (await fn()) return true
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return false
-}
 
 async function main(): Promise<void> {
   if (!(await apiServerBuilt())) {
@@ -166,7 +157,7 @@ async function main(): Promise<void> {
       writeFileSync(path.join(dir, 'pod.json'), JSON.stringify(pod))
       const cases: [string, Record<string, string>, RegExp][] = [
         ['no containerName', { items: '- path: cpu\n  resourceFieldRef: {resource: limits.cpu}' }, /volume "bad", item "cpu": resourceFieldRef\.containerName: is required in a volume/],
-        ['an unknown field path', { items: '- path: x\n  fieldRef: {fieldPath: spec.nodeName}' }, /volume "bad", item "x": /],
+        ['an unknown field path', { items: '- path: x\n  fieldRef: {fieldPath: spec.bogus}' }, /volume "bad", item "x": unsupported fieldPath: spec\.bogus /],
         ['a path with ..', { items: '- path: ../x\n  fieldRef: {fieldPath: metadata.name}' }, /item "\.\.\/x": path /],
         ['not a list', { items: 'path: labels' }, /^volumeAttributes\.items: must be a list, not a map$/],
         ['not YAML', { items: '- [' }, /^volumeAttributes\.items: not valid YAML or JSON/],

@@ -135,7 +135,9 @@ t.test(`${CASES} adversarial pods: render with invariants, or fail with one line
     }
   }
   t.comment(`${rendered} rendered, ${refused} refused, in ${Date.now() - start} ms`)
-  t.ok(rendered > CASES / 10, 'a fair share renders')
+  // Each pod has four random quantities, read or not, and one that does not parse refuses the
+  // whole pod, as the API server would: fewer render than items alone would let through.
+  t.ok(rendered > CASES / 20, 'a fair share renders')
   t.ok(refused > CASES / 10, 'a fair share is refused')
   t.same(problems.slice(0, 10), [], `${problems.length} problems`)
 })

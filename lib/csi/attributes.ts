@@ -4,7 +4,8 @@
 //
 // The items are checked exactly as a downwardAPI volume's are (projection.ts checkVolume), with
 // the same one-line messages as `dapifs render --items`; where a field is wrong the message
-// names it from `volumeAttributes`, as the pod's author wrote it.
+// names it from `volumeAttributes`, as the pod's author wrote it. They may use the extensions
+// (extensions.ts), unless the driver refuses them (`dapifs csi --no-extensions`).
 
 import { parseManifest } from '../manifest.js'
 import type { DownwardVolume } from '../pod.js'
@@ -36,7 +37,7 @@ function parseAttribute(text: string, where: string): unknown {
   return docs[0]
 }
 
-export function readVolumeContext(ctx: Record<string, string>, volumeName: string): VolumeRequest {
+export function readVolumeContext(ctx: Record<string, string>, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed'): VolumeRequest {
   for (const key of Object.keys(ctx)) {
     if (!key.startsWith(POD_INFO) && !ATTRIBUTES.includes(key)) {
       throw new InputError('volumeAttributes', `unknown attribute ${JSON.stringify(key)} (allowed: ${ATTRIBUTES.join(', ')})`)
@@ -57,7 +58,7 @@ export function readVolumeContext(ctx: Record<string, string>, volumeName: strin
   const source: Record<string, unknown> = { items: parseAttribute(ctx.items, 'volumeAttributes.items') }
   if (!Array.isArray(source.items)) new Shape(source.items, 'volumeAttributes.items').list()
   if (ctx.defaultMode !== undefined) source.defaultMode = parseAttribute(ctx.defaultMode, 'volumeAttributes.defaultMode')
-  const volume = readDownwardAPISource(new Shape(source, 'volumeAttributes'), volumeName)
+  const volume = readDownwardAPISource(new Shape(source, 'volumeAttributes'), volumeName, extensions)
   checkVolume(volume)
   return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
 }

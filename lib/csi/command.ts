@@ -19,6 +19,8 @@ export interface CsiFlags {
   context?: string
   registrationDir?: string
   noRegistration?: boolean
+  /** Refuse the extensions (README, Extensions): --no-extensions. */
+  noExtensions?: boolean
   debug?: boolean
 }
 
@@ -51,7 +53,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   const { NodeSource } = await import('../source/node.js')
   const { kc, context } = loadKubeConfig(flags, 'csi')
   const source = new NodeSource(kc, nodeName, { problem: say, info: say })
-  const volumes = new Volumes(source, { say, allowOther: process.getuid?.() === 0 })
+  const volumes = new Volumes(source, { say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions })
   const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced })
   source.start()
   let registration: RegistrationServer | undefined
@@ -72,6 +74,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
     const stop = source.listen(() => { if (source.synced) { stop(); resolve() } })
   })
   say(`serving ${DRIVER_NAME} for node ${nodeName} (context ${context}) on ${socket}` +
+    (flags.noExtensions ? '; extensions refused (--no-extensions)' : '') +
     (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)'))
   void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
 

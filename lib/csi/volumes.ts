@@ -16,7 +16,7 @@
 // order they came; calls for different targets run side by side.
 //
 // Each change of a pod re-renders that pod's volumes only; a change of the node's allocatable
-// re-renders all of them. A Daemon flips only when its files change.
+// or labels re-renders all of them. A Daemon flips only when its files change.
 
 import { mkdir, rmdir } from 'node:fs/promises'
 import path from 'node:path'
@@ -24,7 +24,7 @@ import createDebug from 'debug'
 import { machineAllocatable } from '../allocatable.js'
 import { Daemon } from '../daemon.js'
 import { lazyUnmount, mounts, prepareMountpoint } from '../mountpoint.js'
-import type { Pod } from '../pod.js'
+import { withNode, type Pod } from '../pod.js'
 import { InputError } from '../shape.js'
 import type { NodeSource } from '../source/node.js'
 import { readVolumeContext, volumeNameOf, type PodRef, type VolumeRequest } from './attributes.js'
@@ -49,6 +49,8 @@ export interface PublishRequest {
 
 export interface VolumesOptions {
   say: (line: string) => void
+  /** Whether items may use the extensions (extensions.ts); `dapifs csi --no-extensions` refuses them. */
+  extensions: boolean
   allowOther: boolean
   /** How long a pod of the right name but another uid may be a watch that is behind. */
   uidGraceMs?: number
@@ -97,7 +99,7 @@ export class Volumes {
     const name = volumeNameOf(target, req.volume_id)
     let request: VolumeRequest
     try {
-      request = readVolumeContext(req.volume_context ?? {}, name)
+      request = readVolumeContext(req.volume_context ?? {}, name, this.opts.extensions ? 'allowed' : 'refused')
     } catch (e) {
       throw invalid(e)
     }
@@ -128,7 +130,7 @@ export class Volumes {
       allowOther: this.opts.allowOther,
     })
     try {
-      daemon.apply(pod, this.source.allocatable)
+      daemon.apply(withNode(pod, this.source.node), this.source.allocatable)
     } catch (e) {
       throw invalid(e, `pod ${podName(request.pod)}`)
     }
@@ -224,7 +226,7 @@ export class Volumes {
     const targets = uid === undefined ? [...this.byTarget.values()] : [...(this.byUid.get(uid) ?? [])]
     for (const p of targets) {
       const entry = this.source.byUid(p.request.pod.uid)
-      if (entry?.pod) p.daemon.update(entry.pod, this.source.allocatable)
+      if (entry?.pod) p.daemon.update(withNode(entry.pod, this.source.node), this.source.allocatable)
       else if (entry?.error) p.daemon.problem(entry.error)
     }
   }

@@ -1,5 +1,6 @@
 // A pod followed in a cluster: the pod itself, and the Node it runs on for status.allocatable
-// (what an unset limit reads as), each kept current by a NamedWatch (watch.ts).
+// (what an unset limit reads as) and its labels (the node.metadata.labels extension), each kept
+// current by a NamedWatch (watch.ts). The pod goes to the sink with its Node's labels on it.
 //
 // Until the pod is scheduled there is no Node to ask: the fallback allocatable (this machine's,
 // or --node-allocatable) stands in, and the log says so. When spec.nodeName appears or
@@ -14,8 +15,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode } from '../allocatable.js'
-import { readPod, type Pod } from '../pod.js'
+import { allocatableFromNode, nodeView } from '../allocatable.js'
+import { readPod, withNode, type NodeView, type Pod } from '../pod.js'
 import type { Allocatable } from '../resource.js'
 import { InputError } from '../shape.js'
 import { NamedWatch } from './watch.js'
@@ -79,6 +80,7 @@ export class KubeSource {
   private nodeName: string | undefined
   private pod: Pod | undefined
   private allocatable: Allocatable | undefined
+  private node: NodeView | undefined
   private nodeSettled = false
   private live = false
   private settle: { resolve: () => void; reject: (e: Error) => void } | undefined
@@ -151,6 +153,7 @@ export class KubeSource {
     this.nodeWatch = undefined
     this.nodeName = nodeName
     this.allocatable = undefined
+    this.node = undefined
     this.nodeSettled = nodeName === undefined
     if (nodeName === undefined) {
       this.sink.info(`${this.who} is not scheduled yet: unset limits read the fallback allocatable until it is`)
@@ -187,6 +190,12 @@ export class KubeSource {
       this.allocatable = undefined
       this.sink.problem(`${(e as Error).message} (unset limits read the fallback allocatable)`)
     }
+    try {
+      this.node = obj === undefined ? undefined : nodeView(obj)
+    } catch (e) {
+      this.node = undefined
+      this.sink.problem(`${(e as Error).message} (the node's labels read empty)`)
+    }
     this.nodeSettled = true
     this.emit()
   }
@@ -197,10 +206,10 @@ export class KubeSource {
       const { resolve } = this.settle
       this.settle = undefined
       this.live = true
-      this.sink.update(this.pod, this.allocatable)
+      this.sink.update(withNode(this.pod, this.node), this.allocatable)
       resolve()
       return
     }
-    if (this.live) this.sink.update(this.pod, this.allocatable)
+    if (this.live) this.sink.update(withNode(this.pod, this.node), this.allocatable)
   }
 }

@@ -1,18 +1,18 @@
 // Every pod on one node, and the Node itself, kept current from the API server with two
 // watches whatever the number of pods: the pods with spec.nodeName=NODE (a field selector, the
 // one the kubelet uses and the API server's watch cache indexes), and the Node by name for its
-// allocatable. Both are ListWatches (watch.ts), so outages, 410s and backoff behave as for
+// allocatable and its labels (the node.metadata.labels extension). Both are ListWatches (watch.ts), so outages, 410s and backoff behave as for
 // `dapifs mount --pod`.
 //
 // Pods are kept by uid, parsed once per change. A pod that cannot be read is kept as its error,
 // so that whoever waits for it hears why. Listeners hear the uid of each pod that changed, and
-// `undefined` when the allocatable did (which concerns every pod).
+// `undefined` when the allocatable or the labels did (which concerns every pod).
 
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode } from '../allocatable.js'
+import { allocatableFromNode, nodeView } from '../allocatable.js'
 import { asKubeletSeesIt, rfc3339Nano } from '../kubelet-pod.js'
-import { readPod, type Pod } from '../pod.js'
+import { readPod, type NodeView, type Pod } from '../pod.js'
 import type { Allocatable } from '../resource.js'
 import { ListWatch, NamedWatch } from './watch.js'
 
@@ -46,7 +46,9 @@ export class NodeSource {
   private lastProblem: string | undefined
   /** The node's allocatable; undefined until known, or when the Node cannot be read. */
   allocatable: Allocatable | undefined
-  private allocatableKey: string | undefined
+  /** The node's labels; undefined until known, or when the Node cannot be read. */
+  node: NodeView | undefined
+  private nodeKey: string | undefined
 
   constructor(kc: KubeConfig, readonly nodeName: string, private readonly report: NodeReporter) {
     const core = kc.makeApiClient(CoreV1Api)
@@ -177,11 +179,11 @@ export class NodeSource {
   }
 
   private nodeChanged(obj: unknown): void {
-    // The Node changes often (status, heartbeats); only its allocatable concerns the volumes.
-    const raw = (obj as { status?: { allocatable?: unknown } } | undefined)?.status?.allocatable
-    const key = obj === undefined ? '' : JSON.stringify(raw ?? null)
-    if (this.nodeSettled && key === this.allocatableKey) return
-    this.allocatableKey = key
+    // The Node changes often (status, heartbeats); only its allocatable and labels concern the volumes.
+    const n = obj as { status?: { allocatable?: unknown }; metadata?: { labels?: unknown } } | undefined
+    const key = obj === undefined ? '' : JSON.stringify([n?.status?.allocatable ?? null, n?.metadata?.labels ?? null])
+    if (this.nodeSettled && key === this.nodeKey) return
+    this.nodeKey = key
     try {
       const allocatable = (obj as { status?: { allocatable?: Record<string, unknown> } } | undefined)?.status?.allocatable
       this.allocatable = obj === undefined ? undefined : allocatableFromNode(allocatable)
@@ -189,6 +191,12 @@ export class NodeSource {
     } catch (e) {
       this.allocatable = undefined
       this.problem(`${(e as Error).message} (unset limits read the fallback allocatable)`, e)
+    }
+    try {
+      this.node = obj === undefined ? undefined : nodeView(obj)
+    } catch (e) {
+      this.node = undefined
+      this.problem(`${(e as Error).message} (the node's labels read empty)`, e)
     }
     this.settleNode()
     this.emit(undefined)
