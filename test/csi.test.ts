@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js'
 import { cat, dataTarget, mounted, run, scratch, until } from './fixtures/daemon.js'
 import { mountsBelow, startDriver, type Driver } from './fixtures/csi.js'
 import { loadCsi, loadRegistration } from '../lib/csi/server.js'
-import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
+import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
 
 const NS = 'shop'
 const NODE = 'node-1'
@@ -59,11 +59,7 @@ const publishReq = (target: string, ctx: Record<string, string>, volumeId = `csi
 })
 
 async function main(): Promise<void> {
-  if (!(await apiServerBuilt())) {
-    if (process.env.CI) t.fail('kube-apiserver is not built in CI (.ci/run builds it)')
-    else t.test('the CSI driver', { skip: 'kube-apiserver not built: scripts/kube-apiserver.sh build' }, async () => {})
-    return
-  }
+  if (!(await needApiServer('the CSI driver'))) return
 
   t.test('the CSI node driver over gRPC', async (t) => {
     const k = await startCluster(t)

@@ -8,7 +8,7 @@ import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import { cat, dataTarget, mounted, run, scratch, startDaemon, until, watchDir } from './fixtures/daemon.js'
 import { startDriver } from './fixtures/csi.js'
-import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
+import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
 
 const NS = 'shop'
 const NODE = 'node-1'
@@ -92,11 +92,7 @@ async function ipsArrive(t: Test, k: Cluster, dir: string, name: string): Promis
 }
 
 async function main(): Promise<void> {
-  if (!(await apiServerBuilt())) {
-    if (process.env.CI) t.fail('kube-apiserver is not built in CI (.ci/run builds it)')
-    else t.test('the extensions against a real API server', { skip: 'kube-apiserver not built: scripts/kube-apiserver.sh build' }, async () => {})
-    return
-  }
+  if (!(await needApiServer('the extensions against a real API server'))) return
 
   t.test('the extensions against a real API server', async (t) => {
     const k = await startCluster(t)

@@ -9,7 +9,7 @@ import path from 'node:path'
 import t from 'tap'
 import yaml from 'js-yaml'
 import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver } from '@kubernetes/client-node'
-import { BUSYBOX, nodeBuilt, startNode, type Node } from './fixtures/node.js'
+import { BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
 import { startDriver } from './fixtures/csi.js'
 import { run } from './fixtures/daemon.js'
 
@@ -89,11 +89,7 @@ async function untilBytes(file: string, want: string, t0: number, ms = 10_000): 
 }
 
 async function main(): Promise<void> {
-  if (!(await nodeBuilt())) {
-    if (process.env.CI) t.fail('the node is not built in CI (.ci/run builds it: scripts/kube-node.sh build)')
-    else t.test('dapifs under a real kubelet', { skip: 'the node is not built: scripts/kube-node.sh build' }, async () => {})
-    return
-  }
+  if (!(await needNode('dapifs under a real kubelet'))) return
 
   t.test('dapifs under a real kubelet', async (t) => {
     const node = await startNode(t)

@@ -3,18 +3,14 @@
 // the kubelet's atomic flip of ..data when a label changes.
 import t from 'tap'
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node'
-import { BUSYBOX, nodeBuilt, startNode } from './fixtures/node.js'
+import { BUSYBOX, needNode, startNode } from './fixtures/node.js'
 
 const NS = 'smoke'
 
 const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
 
 async function main(): Promise<void> {
-  if (!(await nodeBuilt())) {
-    if (process.env.CI) t.fail('the node is not built in CI (.ci/run builds it: scripts/kube-node.sh build)')
-    else t.test('a real node', { skip: 'the node is not built: scripts/kube-node.sh build' }, async () => {})
-    return
-  }
+  if (!(await needNode('a real node'))) return
 
   t.test('a pod on a real kubelet sees its downward API volume flip', async (t) => {
     const node = await startNode(t)

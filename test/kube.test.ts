@@ -3,7 +3,7 @@ import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { startDaemon, run, reader, scratch, cat, dataTarget } from './fixtures/daemon.js'
-import { apiServerBuilt, startCluster, type Cluster } from './fixtures/kube.js'
+import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
 
 const NS = 'dapifs'
 
@@ -32,11 +32,7 @@ const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort(
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!
 
 async function main(): Promise<void> {
-  if (!(await apiServerBuilt())) {
-    if (process.env.CI) t.fail('kube-apiserver is not built in CI (.ci/run builds it)')
-    else t.test('against a real API server', { skip: 'kube-apiserver not built: scripts/kube-apiserver.sh build' }, async () => {})
-    return
-  }
+  if (!(await needApiServer('against a real API server'))) return
 
   t.test('following a pod in a real API server', async (t) => {
     const k: Cluster = await startCluster(t)
