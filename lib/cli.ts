@@ -5,12 +5,12 @@ import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { allocatableFromNode, nodeView } from './allocatable.js'
-import { parseId, parsePodText, readSettings, readText, volumeOf, type InputFlags, type Settings } from './input.js'
-import { readPod, withNode, type Pod } from './pod.js'
-import { project, type Projection } from './projection.js'
+import { allocatableFromNode, nodeView } from './volume/allocatable.js'
+import { parseId, parsePodText, readSettings, readText, volumeOf, type InputFlags, type Settings } from './volume/input.js'
+import { readPod, withNode, type Pod } from './volume/pod.js'
+import { project, type Projection } from './volume/projection.js'
 import { serve, type ServeFlags } from './serve.js'
-import { InputError } from './shape.js'
+import { InputError } from './volume/shape.js'
 
 export class UsageError extends InputError {}
 

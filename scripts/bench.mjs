@@ -14,10 +14,10 @@ import { mkdtempSync, mkdirSync, writeFileSync, renameSync, readFileSync, symlin
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parsePodText } from '../dist/input.js'
-import { project } from '../dist/projection.js'
-import { parseAllocatableFlag } from '../dist/allocatable.js'
-import { Generations } from '../dist/generation.js'
+import { parsePodText } from '../dist/volume/input.js'
+import { project } from '../dist/volume/projection.js'
+import { parseAllocatableFlag } from '../dist/volume/allocatable.js'
+import { Generations } from '../dist/volume/generation.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const tiny = process.argv.includes('--tiny')

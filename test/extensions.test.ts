@@ -1,17 +1,17 @@
-// The extensions (lib/extensions.ts): every field and format with its exact bytes, where they are
+// The extensions (lib/volume/extensions.ts): every field and format with its exact bytes, where they are
 // allowed and refused, the errors that name the item, a pod the API server would refuse, and a
 // real mount of a pod file whose pod IP arrives after the mount, seen by an inotify watcher.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { readPod, pickVolume, readDownwardAPISource, withNode, type Pod } from '../lib/pod.js'
-import { project, type Projection } from '../lib/projection.js'
+import { readPod, pickVolume, readDownwardAPISource, withNode, type Pod } from '../lib/volume/pod.js'
+import { project, type Projection } from '../lib/volume/projection.js'
 import { readVolumeContext } from '../lib/csi/attributes.js'
 import { Volumes, CsiError } from '../lib/csi/volumes.js'
 import type { NodeSource } from '../lib/source/node.js'
-import { Quantity } from '../lib/quantity.js'
-import { Shape } from '../lib/shape.js'
+import { Quantity } from '../lib/volume/quantity.js'
+import { Shape } from '../lib/volume/shape.js'
 import { cat, dataTarget, MAIN, run, scratch, startDaemon, until, watchDir, writePod } from './fixtures/daemon.js'
 
 const ALLOC = new Map([['cpu', Quantity.parse('4')], ['memory', Quantity.parse('8Gi')]])

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { extractFieldPath, formatMap, splitSubscript, checkFieldRef, qualifiedNameErrors } from '../lib/fieldpath.js'
-import type { Pod } from '../lib/pod.js'
+import { extractFieldPath, formatMap, splitSubscript, checkFieldRef, qualifiedNameErrors } from '../lib/volume/fieldpath.js'
+import type { Pod } from '../lib/volume/pod.js'
 
 const pod: Pod = {
   name: 'my-pod', namespace: 'my-ns', uid: '6f4c2a8e-2b1d-4c7e-9a51-3d0f8e7b5c21',

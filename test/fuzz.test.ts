@@ -5,11 +5,11 @@
 // item (or the field) and the rule. Nothing crashes or hangs.
 import t from 'tap'
 import { Rng } from './fixtures/gen.js'
-import { readPod, pickVolume } from '../lib/pod.js'
-import { project } from '../lib/projection.js'
-import { InputError } from '../lib/shape.js'
-import { byteCompare } from '../lib/fieldpath.js'
-import { Quantity } from '../lib/quantity.js'
+import { readPod, pickVolume } from '../lib/volume/pod.js'
+import { project } from '../lib/volume/projection.js'
+import { InputError } from '../lib/volume/shape.js'
+import { byteCompare } from '../lib/volume/fieldpath.js'
+import { Quantity } from '../lib/volume/quantity.js'
 
 const CASES = Number(process.env.DAPIFS_FUZZ_CASES ?? 10_000)
 const SEED = Number(process.env.DAPIFS_FUZZ_SEED ?? 7)

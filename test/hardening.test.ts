@@ -133,9 +133,9 @@ t.test(`16 reader processes for ${SOAK_SECONDS} s while flipping every 10 ms: no
 })
 
 t.test('a daemon stalled mid-flip (SIGSTOP, as CPU throttling does) fails no read', async (t) => {
-  // After a stall every walk the flip waits for looks overdue, while its readlink of ..data is
-  // only queued behind the daemon's timers (lib/flip.ts, WAIT_RUN_MS). Before that was handled,
-  // about one run in three failed here with ENOENT.
+  // With libfuse 2, flips waited for readers' walks (a gate), and after a stall every walk looked
+  // overdue while its readlink of ..data was only queued behind the daemon's timers: about one
+  // run in three failed here with ENOENT.
   const file = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', file])
   const bin = await reader()

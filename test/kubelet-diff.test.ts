@@ -10,10 +10,10 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { allCodePoints, genAllocatable, genPod, Rng } from './fixtures/gen.js'
-import { readPod, pickVolume } from '../lib/pod.js'
-import { project } from '../lib/projection.js'
-import { allocatableFromNode } from '../lib/allocatable.js'
-import { isPrint } from '../lib/quote.js'
+import { readPod, pickVolume } from '../lib/volume/pod.js'
+import { project } from '../lib/volume/projection.js'
+import { allocatableFromNode } from '../lib/volume/allocatable.js'
+import { isPrint } from '../lib/volume/quote.js'
 
 const CASES = Number(process.env.DAPIFS_DIFF_CASES ?? 3000)
 const SEED = Number(process.env.DAPIFS_DIFF_SEED ?? 20261121)

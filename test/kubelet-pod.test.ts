@@ -1,6 +1,6 @@
 // The kubelet's own copy of a pod: its two annotations, and Go's RFC 3339 with nanoseconds.
 import t from 'tap'
-import { asKubeletSeesIt, rfc3339Nano } from '../lib/kubelet-pod.js'
+import { asKubeletSeesIt, rfc3339Nano } from '../lib/volume/kubelet-pod.js'
 
 t.test('rfc3339Nano prints as Go\'s time.RFC3339Nano in UTC: trailing zeros of the fraction dropped', async (t) => {
   const ms = Date.UTC(2026, 11, 2, 22, 7, 4)

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { readPod, pickVolume } from '../lib/pod.js'
-import { project, type Projection } from '../lib/projection.js'
-import { cleanPath, pathProblem } from '../lib/itempath.js'
-import { Quantity } from '../lib/quantity.js'
-import type { Allocatable } from '../lib/resource.js'
+import { readPod, pickVolume } from '../lib/volume/pod.js'
+import { project, type Projection } from '../lib/volume/projection.js'
+import { cleanPath, pathProblem } from '../lib/volume/itempath.js'
+import { Quantity } from '../lib/volume/quantity.js'
+import type { Allocatable } from '../lib/volume/resource.js'
 
 const alloc = (m: Record<string, string>): Allocatable => new Map(Object.entries(m).map(([k, v]) => [k, Quantity.parse(v)]))
 const NODE = alloc({ cpu: '4', memory: '8Gi', 'ephemeral-storage': '100Gi' })

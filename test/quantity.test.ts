@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Quantity, ErrFormatWrong, ErrSuffix, ErrNumeric } from '../lib/quantity.js'
+import { Quantity, ErrFormatWrong, ErrSuffix, ErrNumeric } from '../lib/volume/quantity.js'
 
 t.test('Value and MilliValue: ceil away from zero, and 1.20\'s int64 overflow', async (t) => {
   const cases: [string, bigint, bigint][] = [

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { goQuote, decodeRune } from '../lib/quote.js'
+import { goQuote, decodeRune } from '../lib/volume/quote.js'
 
 const b = (...bytes: number[]): Buffer => Buffer.from(bytes)
 

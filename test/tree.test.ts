@@ -1,7 +1,7 @@
 // The directory model's retention: which generations stay resolvable, and when one is dropped.
 import t from 'tap'
-import { Generations } from '../lib/generation.js'
-import { Tree } from '../lib/tree.js'
+import { Generations } from '../lib/volume/generation.js'
+import { Tree } from '../lib/fs/tree.js'
 
 const gens = new Generations()
 const gen = (v: string) => gens.create({ files: [{ path: 'labels', data: Buffer.from(`v="${v}"`), mode: 0o644 }] })

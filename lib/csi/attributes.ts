@@ -7,11 +7,11 @@
 // names it from `volumeAttributes`, as the pod's author wrote it. They may use the extensions
 // (extensions.ts), unless the driver refuses them (`dapifs csi --no-extensions`).
 
-import { parseManifest } from '../manifest.js'
-import type { DownwardVolume } from '../pod.js'
-import { readDownwardAPISource } from '../pod.js'
-import { checkVolume } from '../projection.js'
-import { InputError, Shape } from '../shape.js'
+import { parseManifest } from '../volume/manifest.js'
+import type { DownwardVolume } from '../volume/pod.js'
+import { readDownwardAPISource } from '../volume/pod.js'
+import { checkVolume } from '../volume/projection.js'
+import { InputError, Shape } from '../volume/shape.js'
 
 const POD_INFO = 'csi.storage.k8s.io/'
 const ATTRIBUTES = ['items', 'defaultMode']

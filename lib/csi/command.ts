@@ -8,7 +8,7 @@
 
 import { readFileSync } from 'node:fs'
 import createDebug from 'debug'
-import { InputError } from '../shape.js'
+import { InputError } from '../volume/shape.js'
 import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
 import { Volumes } from './volumes.js'
 

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import createDebug from 'debug'
-import { InputError } from '../shape.js'
+import { InputError } from '../volume/shape.js'
 import { serveRewritten } from './authority.js'
 import { CsiError, type PublishRequest, type Volumes } from './volumes.js'
 

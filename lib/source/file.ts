@@ -8,8 +8,8 @@
 import { watch, type FSWatcher } from 'node:fs'
 import path from 'node:path'
 import createDebug from 'debug'
-import { readPodFile } from '../input.js'
-import type { Pod } from '../pod.js'
+import { readPodFile } from '../volume/input.js'
+import type { Pod } from '../volume/pod.js'
 
 const log = createDebug('dapifs:source:file')
 

@@ -10,10 +10,10 @@
 
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode, nodeView } from '../allocatable.js'
-import { asKubeletSeesIt, rfc3339Nano } from '../kubelet-pod.js'
-import { readPod, type NodeView, type Pod } from '../pod.js'
-import type { Allocatable } from '../resource.js'
+import { allocatableFromNode, nodeView } from '../volume/allocatable.js'
+import { asKubeletSeesIt, rfc3339Nano } from '../volume/kubelet-pod.js'
+import { readPod, type NodeView, type Pod } from '../volume/pod.js'
+import type { Allocatable } from '../volume/resource.js'
 import { ListWatch, NamedWatch } from './watch.js'
 
 const log = createDebug('dapifs:source:node')

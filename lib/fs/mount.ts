@@ -218,7 +218,7 @@ export class Mount {
 }
 
 /** Builds fuse-native from patched source (npm's postinstall runs it). */
-export const fuseNativeBuild = fileURLToPath(new URL('../scripts/fuse-native/build.mjs', import.meta.url))
+export const fuseNativeBuild = fileURLToPath(new URL('../../scripts/fuse-native/build.mjs', import.meta.url))
 
 interface Addon {
   dapifs_patch?: number

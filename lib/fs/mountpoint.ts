@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process'
 import type { Stats } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { InputError } from './shape.js'
+import { InputError } from '../volume/shape.js'
 
 /** The mount points listed in /proc/self/mountinfo, with their filesystem types. */
 export async function mounts(): Promise<Map<string, string>> {

@@ -11,14 +11,14 @@
 
 import createDebug from 'debug'
 import { Flipper } from './flip.js'
-import { Generations, sameContent, type Generation } from './generation.js'
-import { volumeOf, type Settings } from './input.js'
+import { Generations, sameContent, type Generation } from '../volume/generation.js'
+import { volumeOf, type Settings } from '../volume/input.js'
 import { Mount, nativeLayer, type MountOptions } from './mount.js'
-import type { Pod } from './pod.js'
-import { project } from './projection.js'
-import type { Allocatable } from './resource.js'
-import type { PodSink } from './source/file.js'
-import type { KubeSink } from './source/kube.js'
+import type { Pod } from '../volume/pod.js'
+import { project } from '../volume/projection.js'
+import type { Allocatable } from '../volume/resource.js'
+import type { PodSink } from '../source/file.js'
+import type { KubeSink } from '../source/kube.js'
 import { Tree } from './tree.js'
 
 const log = createDebug('dapifs:daemon')

@@ -22,7 +22,7 @@
 // `| 02550`). SetVolumeOwnership skips symlinks, so links keep `gid` (seen on kubelet 1.20.2).
 
 import { LRUCache } from 'lru-cache'
-import type { Generation } from './generation.js'
+import type { Generation } from '../volume/generation.js'
 
 export const S_IFDIR = 0o040000
 export const S_IFREG = 0o100000

@@ -35,7 +35,7 @@
 import { rename, symlink, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import createDebug from 'debug'
-import type { Generation } from './generation.js'
+import type { Generation } from '../volume/generation.js'
 import type { Tree } from './tree.js'
 
 const log = createDebug('dapifs:flip')
