@@ -31,7 +31,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Mutation } from './flip.js'
-import type { Node, Tree } from './tree.js'
+import type { Tree } from './tree.js'
 
 const log = createDebug('dapifs:mount')
 const logRequest = createDebug('dapifs:requests')
