@@ -11,7 +11,7 @@ import { Daemon } from './fs/daemon.js'
 import { readPodFile, readSettings, volumeOf, type InputFlags } from './volume/input.js'
 import { fuseNativeBuild, nativeLayer } from './fs/mount.js'
 import { prepareMountpoint } from './fs/mountpoint.js'
-import { withNode, type Pod } from './volume/pod.js'
+import type { Pod } from './volume/pod.js'
 import type { Allocatable } from './volume/resource.js'
 import { InputError } from './volume/shape.js'
 import { FileSource } from './source/file.js'
@@ -71,9 +71,8 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
   if (flags.podFile !== undefined) {
     const file = flags.podFile
     pod = await readPodFile(file)
-    try { daemon.apply(withNode(pod, settings.node)) } catch (e) { throw from(file, e) }
-    // The Node's labels, when --node-labels gives them, go with every pod read from the file.
-    const fs = new FileSource(file, { pod: (p) => daemon.pod(withNode(p, settings.node)), problem: (m) => daemon.problem(m) })
+    try { daemon.apply(pod) } catch (e) { throw from(file, e) }
+    const fs = new FileSource(file, daemon)
     fs.start()
     source = { stop: () => fs.stop(), describe: `following ${file}` }
   } else {

@@ -14,7 +14,7 @@ import { Flipper } from './flip.js'
 import { Generations, sameContent, type Generation } from '../volume/generation.js'
 import { volumeOf, type Settings } from '../volume/input.js'
 import { Mount, nativeLayer, type MountOptions } from './mount.js'
-import type { Pod } from '../volume/pod.js'
+import { withNode, type Pod } from '../volume/pod.js'
 import { project } from '../volume/projection.js'
 import type { Allocatable } from '../volume/resource.js'
 import type { PodSink } from '../source/file.js'
@@ -75,13 +75,14 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   /**
-   * Renders the pod (with the node's allocatable, or else the fallback); flips if its files
-   * differ. Throws (InputError) if it cannot be rendered.
+   * Renders the pod (with its node's allocatable and labels, or else the settings' stand-ins:
+   * --node-allocatable or this machine's, --node-labels); flips if its files differ. Throws
+   * (InputError) if it cannot be rendered.
    */
   apply(pod: Pod, allocatable?: Allocatable): boolean {
     const { settings } = this.opts
     const opts = { allocatable: allocatable ?? settings.allocatable, ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}) }
-    const projection = project(pod, volumeOf(pod, settings), opts)
+    const projection = project(pod.node ? pod : withNode(pod, settings.node), volumeOf(pod, settings), opts)
     if (this.latest && sameContent(this.latest.projection, projection)) return false
     let gen: Generation
     do gen = this.generations.create(projection)
