@@ -26,10 +26,13 @@ const USAGE = `usage:
   dapifs render ${INPUTS}
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
-                [--registration-dir DIR | --no-registration] [--no-extensions] [--debug]
+                [--registration-dir DIR | --no-registration] [--no-extensions]
+                [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--debug]
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
       ephemeral inline volume, registered with the kubelet through DIR
-      (default /var/lib/kubelet/plugins_registry). README, "Running in a cluster".
+      (default /var/lib/kubelet/plugins_registry). Mounts survive a restart through the
+      keeper (dapifs-keeper) at SOCKET and the records in DIR (default: keeper.sock and
+      volumes/ beside the CSI socket). README, "Running in a cluster".
   dapifs demo [MOUNTPOINT]
       Mount the example pod (examples/dapi-volume.yaml) at MOUNTPOINT (default /tmp/dapifs-demo).
   dapifs help
@@ -168,6 +171,9 @@ const CSI_OPTIONS = {
   'registration-dir': { type: 'string' },
   'no-registration': { type: 'boolean' },
   'no-extensions': { type: 'boolean' },
+  keeper: { type: 'string' },
+  'no-keeper': { type: 'boolean' },
+  'state-dir': { type: 'string' },
   debug: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
@@ -175,11 +181,12 @@ async function csi(args: string[]): Promise<number> {
   const [v] = parse(args, CSI_OPTIONS)
   const { csiCommand } = await import('./csi/command.js')
   const flags: import('./csi/command.js').CsiFlags = {}
-  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir']] as const) {
+  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['state-dir', 'stateDir']] as const) {
     if (typeof v[flag] === 'string') flags[key] = v[flag] as string
   }
   if (v['no-registration']) flags.noRegistration = true
   if (v['no-extensions']) flags.noExtensions = true
+  if (v['no-keeper']) flags.noKeeper = true
   if (v.debug) flags.debug = true
   return csiCommand(flags)
 }

@@ -9,12 +9,16 @@
  *       shows up as a content nobody wrote).
  *   reader stat PATH THREADS SECONDS        stat(2) in a loop; same first line
  *   reader readlink PATH THREADS SECONDS    readlink(2) in a loop; same first line
+ *   reader ls PATH THREADS SECONDS          opendir, readdir to the end, closedir (FUSE caches no
+ *       directory listing: each one asks the daemon); same first line
+ *   The first line ends with "max_ns N": the longest single operation (at most 4.29 s).
  *   reader until PATH HEX SECONDS
  *       polls PATH every 100 us until its content is the bytes HEX; prints "seen US", the
  *       CLOCK_REALTIME microsecond it first read them; exit 1 on timeout.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -29,7 +33,7 @@
 #define MAX_SAMPLES 4000000
 #define MAX_DISTINCT 8192
 
-enum mode { CAT, STAT, READLINK };
+enum mode { CAT, STAT, READLINK, LS };
 
 static enum mode mode;
 static const char *path;
@@ -95,11 +99,20 @@ static void *run(void *arg) {
       if (want_contents) record_content(buf, len);
     } else if (mode == STAT) {
       if (stat(path, &st) != 0) { fail(w, errno); continue; }
+    } else if (mode == LS) {
+      DIR *d = opendir(path);
+      if (!d) { fail(w, errno); continue; }
+      errno = 0;
+      while (readdir(d)) {}
+      int e = errno;
+      closedir(d);
+      if (e) { fail(w, e); continue; }
     } else {
       if (readlink(path, buf, BUF) < 0) { fail(w, errno); continue; }
     }
     w->ops++;
-    if (w->n < MAX_SAMPLES) w->samples[w->n++] = (uint32_t)((now() - t0) * 1e9);
+    double ns = (now() - t0) * 1e9;
+    if (w->n < MAX_SAMPLES) w->samples[w->n++] = ns > 4294967295.0 ? 4294967295u : (uint32_t)ns;
   }
   free(buf);
   return NULL;
@@ -137,10 +150,10 @@ static int until(const char *file, const char *hex, double seconds) {
 int main(int argc, char **argv) {
   if (argc == 5 && strcmp(argv[1], "until") == 0) return until(argv[2], argv[3], atof(argv[4]));
   if (argc < 5) {
-    fprintf(stderr, "usage: reader cat|stat|readlink PATH THREADS SECONDS [--contents] | reader until PATH HEX SECONDS\n");
+    fprintf(stderr, "usage: reader cat|stat|readlink|ls PATH THREADS SECONDS [--contents] | reader until PATH HEX SECONDS\n");
     return 2;
   }
-  mode = strcmp(argv[1], "stat") == 0 ? STAT : strcmp(argv[1], "readlink") == 0 ? READLINK : CAT;
+  mode = strcmp(argv[1], "stat") == 0 ? STAT : strcmp(argv[1], "readlink") == 0 ? READLINK : strcmp(argv[1], "ls") == 0 ? LS : CAT;
   path = argv[2];
   int threads = atoi(argv[3]);
   double seconds = atof(argv[4]);
@@ -164,8 +177,8 @@ int main(int argc, char **argv) {
   long k = 0;
   for (int i = 0; i < threads; i++) { memcpy(all + k, w[i].samples, sizeof(uint32_t) * w[i].n); k += w[i].n; }
   qsort(all, n, sizeof(uint32_t), cmp);
-  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u\n", ops, errors, elapsed,
-         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0);
+  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u max_ns %u\n", ops, errors, elapsed,
+         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0, n ? all[n - 1] : 0);
   for (int e = 0; e < 256; e++) if (err_count[e]) printf("errno %d %ld\n", e, err_count[e]);
   for (int i = 0; i < n_seen; i++) {
     printf("content %ld ", seen_count[i]);

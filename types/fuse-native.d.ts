@@ -39,10 +39,16 @@ declare module 'fuse-native' {
     noOpen?: boolean
     /** The patch's: at most this many idle libfuse workers (libfuse 3's loop config). */
     maxIdleThreads?: number
+    /**
+     * The patch's: take over a live connection (an open /dev/fuse descriptor whose server died)
+     * instead of mounting; `known` are the [path, ino] pairs the kernel may already hold.
+     */
+    adopt?: { fd: number; known: [string, number][] }
   }
   class Fuse {
     constructor(mnt: string, ops: Ops, opts?: Opts)
     readonly mnt: string
+    readonly opts: Opts
     /** fuse-native's own: the mount's native state (the addon's fuse_thread_t). */
     readonly _thread: Buffer
     /** fuse-native's own: the thread-locals it has set up for libfuse's worker threads. */
@@ -51,9 +57,15 @@ declare module 'fuse-native' {
     invalidateRootEntry(name: string, cb: (res: number) => void): void
     /** The patch's: FUSE_NOTIFY_INVAL_INODE for the inode at a path, from libuv's thread pool. */
     invalidatePath(path: string, cb: (res: number) => void): void
+    /** The patch's: the mounted session's /dev/fuse descriptor. */
+    sessionFd(): number
     mount(cb: (err: Error | null) => void): void
     unmount(cb: (err: Error | null) => void): void
     static unmount(mnt: string, cb: (err: Error | null) => void): void
+    /** The patch's: the keeper's protocol (lib/keeper/keeper.c), synchronous; they throw on failure. */
+    static keeperPut(socket: string, key: string, fd: number): void
+    static keeperDrop(socket: string, key: string): void
+    static keeperTake(socket: string): { key: string; fd: number }[]
     static readonly EPERM: number
     static readonly ENOENT: number
     static readonly EIO: number

@@ -2,14 +2,20 @@
 //   1. Check the flags and the credentials (a bad one: one line, exit 2).
 //   2. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
 //      once: a publish that comes before the pods are listed waits for them.
-//   3. Register with the kubelet through its registration directory (unless --no-registration,
+//   3. Take back the volumes an earlier process served (Volumes.recover: their connections from
+//      the keeper, their records from the state directory), before any CSI call is answered.
+//   4. Register with the kubelet through its registration directory (unless --no-registration,
 //      for the standard node-driver-registrar sidecar).
-//   4. On SIGINT or SIGTERM: stop registering and serving, unmount every volume, exit 0.
+//   5. On SIGINT or SIGTERM: stop registering and serving; leave every volume mounted, to the
+//      keeper and the next process (or, with no keeper there, unmount them); exit 0.
 
 import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import createDebug from 'debug'
 import { InputError } from '../volume/shape.js'
 import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
+import { Keeper } from './keeper.js'
+import { VolumeStore } from './state.js'
 import { Volumes } from './volumes.js'
 
 export interface CsiFlags {
@@ -21,6 +27,11 @@ export interface CsiFlags {
   noRegistration?: boolean
   /** Refuse the extensions (README, Extensions): --no-extensions. */
   noExtensions?: boolean
+  /** The keeper's socket (default: keeper.sock beside the CSI socket). */
+  keeper?: string
+  noKeeper?: boolean
+  /** Where volume records are kept (default: volumes/ beside the CSI socket). */
+  stateDir?: string
   debug?: boolean
 }
 
@@ -45,6 +56,9 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   if (flags.nodeName === undefined) throw new InputError('--node-name', 'is required: the name of the Node this agent serves (in a DaemonSet, from the downward API: spec.nodeName)')
   if (!NODE_NAME.test(flags.nodeName) || flags.nodeName.length > 253) throw new InputError('--node-name', `${JSON.stringify(flags.nodeName)} is not a node name (a lowercase DNS name)`)
   if (flags.noRegistration && flags.registrationDir !== undefined) throw new InputError('--no-registration', 'cannot be combined with --registration-dir')
+  if (flags.noKeeper && flags.keeper !== undefined) throw new InputError('--no-keeper', 'cannot be combined with --keeper')
+  if (flags.keeper !== undefined && !path.isAbsolute(flags.keeper)) throw new InputError('--keeper', `${JSON.stringify(flags.keeper)} is not an absolute path (the keeper's unix socket)`)
+  if (flags.stateDir !== undefined && !path.isAbsolute(flags.stateDir)) throw new InputError('--state-dir', `${JSON.stringify(flags.stateDir)} is not an absolute path`)
   if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const nodeName = flags.nodeName
 
@@ -53,11 +67,20 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   const { NodeSource } = await import('../source/node.js')
   const { kc, context } = loadKubeConfig(flags, 'csi')
   const source = new NodeSource(kc, nodeName, { problem: say, info: say })
-  const volumes = new Volumes(source, { say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions })
+  const keeperSocket = flags.noKeeper ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
+  let volumes: Volumes | undefined
+  const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })
+  const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
+  volumes = new Volumes(source, {
+    say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
+    store, ...(keeper ? { keeper } : {}),
+  })
   const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced })
   source.start()
   let registration: RegistrationServer | undefined
   try {
+    await volumes.recover()
+    await keeper?.start()
     await csi.listen(socket)
     if (!flags.noRegistration) {
       registration = new RegistrationServer(flags.registrationDir ?? DEFAULT_REGISTRATION_DIR, socket, (ok, error) => {
@@ -67,6 +90,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
     }
   } catch (e) {
     source.stop()
+    keeper?.stop()
     await csi.stop()
     throw e instanceof InputError ? e : new InputError(socket, `cannot serve: ${(e as Error).message}`)
   }
@@ -75,6 +99,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   })
   say(`serving ${DRIVER_NAME} for node ${nodeName} (context ${context}) on ${socket}` +
     (flags.noExtensions ? '; extensions refused (--no-extensions)' : '') +
+    (keeper ? `; keeper at ${keeper.socket}` : '; no keeper (--no-keeper): volumes end with this process') +
     (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)'))
   void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
 
@@ -83,11 +108,14 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
     const stop = (why: string): void => {
       if (stopping) return
       stopping = true
-      say(`${why}: unmounting ${volumes.size} volumes`)
+      const leave = keeper?.connected === true
+      say(leave ? `${why}: leaving ${volumes!.size} volumes mounted, their connections with the keeper` : `${why}: unmounting ${volumes!.size} volumes`)
       void (async () => {
         await registration?.stop()
         await csi.stop()
-        await volumes.stop()
+        if (leave) await volumes!.detach()
+        else await volumes!.stop()
+        keeper?.stop()
         source.stop()
         resolve(0)
       })()

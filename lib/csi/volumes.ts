@@ -17,7 +17,18 @@
 //
 // Each change of a pod re-renders that pod's volumes only; a change of the node's allocatable
 // or labels re-renders all of them. A Daemon flips only when its files change.
+//
+// Surviving this process (native-notes/, Restarts): each mount's /dev/fuse descriptor goes to the
+// keeper (keeper.ts) and its record (the request and the generation served) to the state
+// directory (state.ts), at publish and at every flip. At start, recover() takes the descriptors
+// back and serves each recorded volume again on its own connection, with the same generation:
+// readers see a pause, not an error. Leaving (detach()) then only stops flipping.
+//
+// Reconciling: a published volume whose pod has been gone from the API server for a while
+// (orphanGraceMs) is unpublished, as the kubelet would have done had it been there: the pod was
+// deleted while the kubelet or this process was down.
 
+import { closeSync } from 'node:fs'
 import { mkdir, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import createDebug from 'debug'
@@ -27,7 +38,10 @@ import { lazyUnmount, mounts, prepareMountpoint } from '../fs/mountpoint.js'
 import { withNode, type Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
 import type { NodeSource } from '../source/node.js'
+import type { Generation } from '../volume/generation.js'
 import { readVolumeContext, volumeNameOf, type PodRef, type VolumeRequest } from './attributes.js'
+import type { Keeper } from './keeper.js'
+import type { VolumeRecord, VolumeStore } from './state.js'
 
 const log = createDebug('dapifs:csi:volumes')
 
@@ -54,13 +68,24 @@ export interface VolumesOptions {
   allowOther: boolean
   /** How long a pod of the right name but another uid may be a watch that is behind. */
   uidGraceMs?: number
+  /** Where each mount's connection is kept across restarts; none: mounts end with this process. */
+  keeper?: Keeper
+  /** Where each volume's record is kept across restarts. */
+  store?: VolumeStore
+  /** How long a published volume's pod may be missing from the API server before it is unpublished. */
+  orphanGraceMs?: number
 }
 
 interface Published {
   volumeId: string
   target: string
+  volumeContext: Record<string, string>
   request: VolumeRequest
   daemon: Daemon
+  /** The record's latest save, so that saves land in order. */
+  saved: Promise<void>
+  /** Since when the pod has been missing from the (listed) API server. */
+  missingSince?: number
 }
 
 const UNMOUNT_WAIT_MS = 3000
@@ -73,9 +98,10 @@ export class Volumes {
   private readonly waiting = new Map<string, AbortController>()
   private readonly fallback = machineAllocatable()
   private readonly stopListening: () => void
+  private orphanTimer: NodeJS.Timeout | undefined
 
   constructor(private readonly source: NodeSource, private readonly opts: VolumesOptions) {
-    this.stopListening = source.listen((uid) => this.changed(uid))
+    this.stopListening = source.listen((uid) => { this.changed(uid); this.reconcile() })
   }
 
   get size(): number {
@@ -114,21 +140,30 @@ export class Volumes {
           throw new CsiError('ALREADY_EXISTS', `${target}: another volume is published there (${existing.volumeId}, pod ${podName(existing.request.pod)})`)
         }
         const pod = await this.podFor(request.pod, deadline, abort.signal)
-        await this.mount(req.volume_id, target, request, pod)
+        await this.mount(req.volume_id, target, req.volume_context ?? {}, request, pod)
       } finally {
         if (this.waiting.get(target) === abort) this.waiting.delete(target)
       }
     })
   }
 
-  private async mount(volumeId: string, target: string, request: VolumeRequest, pod: Pod): Promise<void> {
+  private daemon(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, adoptFd?: number): Published {
     const who = `pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)}`
-    const daemon = new Daemon({
+    const p: Published = { volumeId, target, volumeContext, request, saved: Promise.resolve() } as Published
+    p.daemon = new Daemon({
       mountpoint: target,
       settings: { items: request.volume, allocatable: this.fallback },
       say: (line) => this.opts.say(`${who}: ${line}`),
       allowOther: this.opts.allowOther,
+      flipped: (gen) => { if (this.byTarget.get(target) === p) this.save(p, gen) },
+      ...(adoptFd !== undefined ? { adoptFd } : {}),
     })
+    return p
+  }
+
+  private async mount(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, pod: Pod): Promise<void> {
+    const p = this.daemon(volumeId, target, volumeContext, request)
+    const { daemon } = p
     try {
       daemon.apply(withNode(pod, this.source.node), this.source.allocatable)
     } catch (e) {
@@ -142,13 +177,111 @@ export class Volumes {
       await rmdir(target).catch(() => {})
       throw new CsiError('INTERNAL', `${target}: cannot mount: ${(e as Error).message}`)
     }
-    const p: Published = { volumeId, target, request, daemon }
-    this.byTarget.set(target, p)
-    let set = this.byUid.get(request.pod.uid)
-    if (!set) this.byUid.set(request.pod.uid, (set = new Set()))
-    set.add(p)
+    this.add(p)
+    this.opts.keeper?.put(target, daemon.sessionFd())
+    await this.save(p, daemon.generation!)
     const gen = daemon.generation!
-    this.opts.say(`published ${who} at ${target} (${gen.name}, ${gen.projection.files.length} files)`)
+    this.opts.say(`published pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${target} (${gen.name}, ${gen.projection.files.length} files)`)
+  }
+
+  private add(p: Published): void {
+    this.byTarget.set(p.target, p)
+    let set = this.byUid.get(p.request.pod.uid)
+    if (!set) this.byUid.set(p.request.pod.uid, (set = new Set()))
+    set.add(p)
+  }
+
+  private remove(p: Published): void {
+    this.byTarget.delete(p.target)
+    this.byUid.get(p.request.pod.uid)?.delete(p)
+    if (this.byUid.get(p.request.pod.uid)?.size === 0) this.byUid.delete(p.request.pod.uid)
+  }
+
+  /** Records the generation a volume serves (state.ts); a failure is reported, not thrown. */
+  private save(p: Published, generation: Generation): Promise<void> {
+    const store = this.opts.store
+    if (!store) return Promise.resolve()
+    const record: VolumeRecord = { volumeId: p.volumeId, target: p.target, volumeContext: p.volumeContext, generation }
+    p.saved = p.saved.then(() => store.save(record)).catch((e: Error) => this.opts.say(`${p.target}: cannot record its volume in ${store.dir}: ${e.message}`))
+    return p.saved
+  }
+
+  /**
+   * Serves again what an earlier process published (at start, before CSI calls come): each
+   * recorded volume whose connection the keeper kept is taken over with the generation it served.
+   * A record without a connection, or a connection without a record, cannot be served: its mount
+   * (dead, or without its state) is unmounted, so that the kubelet's next publish mounts afresh.
+   */
+  async recover(): Promise<void> {
+    const { store, keeper } = this.opts
+    if (!store) return
+    const records = await store.load((file, why) => this.opts.say(`${file}: not a volume record (${why}); ignored`))
+    const held = keeper?.take() ?? new Map<string, number>()
+    for (const r of records) {
+      const fd = held.get(r.target)
+      held.delete(r.target)
+      let request: VolumeRequest
+      try {
+        request = readVolumeContext(r.volumeContext, volumeNameOf(r.target, r.volumeId), this.opts.extensions ? 'allowed' : 'refused')
+      } catch (e) {
+        this.opts.say(`${r.target}: its recorded volume is no longer valid here (${(e as Error).message}); unmounting it`)
+        await this.forget(r.target, fd)
+        continue
+      }
+      if (fd === undefined) {
+        this.opts.say(`${r.target}: no connection was kept for it (no keeper, or the node restarted); unmounting what is left there`)
+        await this.forget(r.target, fd)
+        continue
+      }
+      const p = this.daemon(r.volumeId, r.target, r.volumeContext, request, fd)
+      try {
+        p.daemon.restore(r.generation)
+        await p.daemon.start()
+      } catch (e) {
+        this.opts.say(`${r.target}: cannot take over its connection: ${(e as Error).message}; unmounting it`)
+        await this.forget(r.target, fd)
+        continue
+      }
+      this.add(p)
+      this.opts.say(`took over pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${r.target} (${r.generation.name})`)
+    }
+    for (const [target, fd] of held) {
+      this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`)
+      await this.forget(target, fd)
+    }
+    this.changed(undefined)
+    this.reconcile()
+  }
+
+  /** Lets go of a volume that cannot be served: its kept connection, its record, its mount. */
+  private async forget(target: string, fd: number | undefined): Promise<void> {
+    if (fd !== undefined) closeSync(fd)
+    this.opts.keeper?.drop(target)
+    await this.opts.store?.remove(target)
+    if ((await mounts()).has(target)) await lazyUnmount(target).catch((e: Error) => log('%s: %s', target, e.message))
+  }
+
+  /** Puts every mount's connection with the keeper again (it restarted). */
+  rekeep(): void {
+    for (const p of this.byTarget.values()) this.opts.keeper?.put(p.target, p.daemon.sessionFd())
+  }
+
+  /** Unpublishes volumes whose pods have been gone from the API server for orphanGraceMs. */
+  private reconcile(): void {
+    if (!this.source.synced) return
+    const grace = this.opts.orphanGraceMs ?? 10_000
+    const now = Date.now()
+    let next = Infinity
+    for (const p of this.byTarget.values()) {
+      if (this.source.byUid(p.request.pod.uid)) { p.missingSince = undefined; continue }
+      p.missingSince ??= now
+      if (now - p.missingSince < grace) { next = Math.min(next, p.missingSince + grace); continue }
+      p.missingSince = undefined
+      this.opts.say(`pod ${podName(p.request.pod)} (uid ${p.request.pod.uid}) is gone from the API server: unpublishing ${p.target}`)
+      void this.unpublish(p.volumeId, p.target).catch((e: Error) => this.opts.say(`${p.target}: ${e.message}`))
+    }
+    clearTimeout(this.orphanTimer)
+    if (next < Infinity) this.orphanTimer = setTimeout(() => this.reconcile(), next - now + 1)
   }
 
   /** The pod, once the node's watch has it; CsiError if it does not come, or is another. */
@@ -204,9 +337,10 @@ export class Volumes {
       const p = this.byTarget.get(target)
       if (p) {
         if (p.volumeId !== volumeId) log('unpublish of %s names volume %s; %s is published there', target, volumeId, p.volumeId)
-        this.byTarget.delete(target)
-        this.byUid.get(p.request.pod.uid)?.delete(p)
-        if (this.byUid.get(p.request.pod.uid)?.size === 0) this.byUid.delete(p.request.pod.uid)
+        this.remove(p)
+        this.opts.keeper?.drop(target)
+        await p.saved
+        await this.opts.store?.remove(target)
         await stopWithin(p.daemon, UNMOUNT_WAIT_MS)
       }
       // A mount left by an earlier process, or one that did not go away in time.
@@ -231,11 +365,22 @@ export class Volumes {
     }
   }
 
-  /** Unmounts every volume (at shutdown). */
+  /** Unmounts every volume (at shutdown without a keeper). */
   async stop(): Promise<void> {
-    this.stopListening()
-    for (const c of this.waiting.values()) c.abort()
+    this.quiet()
     await Promise.all([...this.byTarget.keys()].map((t) => this.unpublish(this.byTarget.get(t)!.volumeId, t).catch(() => {})))
+  }
+
+  /** Leaves every volume mounted, its connection with the keeper (at shutdown with one). */
+  async detach(): Promise<void> {
+    this.quiet()
+    await Promise.all([...this.byTarget.values()].map(async (p) => { await p.daemon.detach(); await p.saved }))
+  }
+
+  private quiet(): void {
+    this.stopListening()
+    clearTimeout(this.orphanTimer)
+    for (const c of this.waiting.values()) c.abort()
   }
 }
 

@@ -33,6 +33,8 @@ export interface DaemonOptions extends MountOptions {
   say: (line: string) => void
   /** Flip inside the daemon only, without inotify events (--no-inotify). */
   noInotify?: boolean
+  /** Called after each flip, with the generation now served. */
+  flipped?: (gen: Generation) => void
 }
 
 export class Daemon implements PodSink, KubeSink {
@@ -57,6 +59,7 @@ export class Daemon implements PodSink, KubeSink {
         if (++this.flips % 1000 === 0) this.logMemory()
         if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).join(', ') || 'modes or group'} changed`)
         shown = gen
+        opts.flipped?.(gen)
       },
       fellBack: (reason) => {
         if (reason !== this.lastFallback) opts.say(reason)
@@ -92,6 +95,21 @@ export class Daemon implements PodSink, KubeSink {
     return true
   }
 
+  /**
+   * Serves a generation that a previous process served, under its name and with its files,
+   * before start() takes over that process's connection (adoptFd). A pod that renders the same
+   * files then changes nothing; one that does not, flips.
+   */
+  restore(gen: Generation): void {
+    this.latest = gen
+    void this.flipper.request(gen)
+  }
+
+  /** The connection's /dev/fuse descriptor (for the keeper). */
+  sessionFd(): number {
+    return this.mount.sessionFd()
+  }
+
   /** Mounts the generation apply() made; flips go through the VFS from now on. */
   async start(): Promise<void> {
     await this.flipper.idle()
@@ -104,6 +122,12 @@ export class Daemon implements PodSink, KubeSink {
     await this.flipper.idle()
     this.flipper.live = false
     await this.mount.unmount()
+  }
+
+  /** Stops flipping, and leaves the mount to whoever holds its connection (the keeper). */
+  async detach(): Promise<void> {
+    await this.flipper.idle()
+    this.flipper.live = false
   }
 
   /** Every 1,000 flips and at stop, with DEBUG=dapifs:memory. */

@@ -51,6 +51,12 @@ export interface MountOptions {
   onRequest?: (op: string) => void
   /** Whether a mutation is the daemon's own pending flip step (flip.ts); all others get EROFS. */
   accept?: (m: Mutation) => boolean
+  /**
+   * Take over the live connection on this /dev/fuse descriptor (from the keeper) instead of
+   * mounting: a restart (native-notes/, Restarts). The tree must already hold what the previous
+   * process served, so that the ids the kernel holds resolve (tree.inodes).
+   */
+  adoptFd?: number
 }
 
 /** Always EROFS. symlink, rename and unlink are too, but for the daemon's own flip steps (below). */
@@ -141,7 +147,7 @@ export class Mount {
   private notifying = 0
   private notified: (() => void) | undefined
 
-  constructor(readonly mountpoint: string, tree: Tree, opts: MountOptions = {}) {
+  constructor(readonly mountpoint: string, private readonly tree: Tree, private readonly opts: MountOptions = {}) {
     const cache = String(opts.cacheSeconds ?? 60)
     this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest, opts.accept), {
       force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
@@ -204,7 +210,13 @@ export class Mount {
     }))
   }
 
+  /** The connection's /dev/fuse descriptor, for the keeper; the mount's own: do not close it. */
+  sessionFd(): number {
+    return this.fuse.sessionFd()
+  }
+
   async mount(): Promise<void> {
+    if (this.opts.adoptFd !== undefined) this.fuse.opts.adopt = { fd: this.opts.adoptFd, known: this.tree.inodes() }
     await new Promise<void>((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
     this.live = true
   }

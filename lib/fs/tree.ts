@@ -21,6 +21,7 @@
 // directories are setgid (SetVolumeOwnership: files `| 0440`, done in projection.ts; directories
 // `| 02550`). SetVolumeOwnership skips symlinks, so links keep `gid` (seen on kubelet 1.20.2).
 
+import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { Generation } from '../volume/generation.js'
 
@@ -29,6 +30,8 @@ export const S_IFREG = 0o100000
 export const S_IFLNK = 0o120000
 
 export interface Stat {
+  /** The node id the kernel knows the node by: see inoOf. */
+  ino: number
   mode: number
   uid: number
   gid: number
@@ -55,9 +58,24 @@ export interface TreeOptions {
 
 const DIR_SIZE = 4096
 
-function stat(mode: number, uid: number, gid: number, size: number, nlink: number, ms: number): Stat {
-  return { mode, uid, gid, size, nlink, mtime: ms, atime: ms, ctime: ms }
+function stat(ino: number, mode: number, uid: number, gid: number, size: number, nlink: number, ms: number): Stat {
+  return { ino, mode, uid, gid, size, nlink, mtime: ms, atime: ms, ctime: ms }
 }
+
+/**
+ * A node's id, from what the node is rather than from when it was first looked up, so that a new
+ * process serving the same connection after a restart answers the ids the kernel already holds
+ * (native-notes/, Restarts). A generation's directory and files are named by their path, which no
+ * other generation ever has. A link is named by its target: ..data_tmp becomes ..data by a
+ * rename, and keeps its id, while the ..data it replaces (another target) had another. 52 bits, so
+ * that it is a safe integer; 0 and 1 (the root) are never given.
+ */
+export function inoOf(identity: string): number {
+  const n = Number(createHash('sha1').update(identity).digest().readBigUInt64BE(0) >> 12n)
+  return n < 2 ? n + 2 : n
+}
+
+const ROOT_INO = 1
 
 /** A generation's own nodes, by path below its directory ('' is the directory itself). */
 function buildNodes(gen: Generation, uid: number, defaultGid: number): Map<string, Node> {
@@ -67,7 +85,7 @@ function buildNodes(gen: Generation, uid: number, defaultGid: number): Map<strin
   const nodes = new Map<string, Node>()
   const dirs = new Map<string, Set<string>>([['', new Set()]])
   for (const f of gen.projection.files) {
-    nodes.set(f.path, { kind: 'file', stat: stat(S_IFREG | f.mode, uid, gid, f.data.length, 1, ms), data: f.data })
+    nodes.set(f.path, { kind: 'file', stat: stat(inoOf(`/${gen.name}/${f.path}`), S_IFREG | f.mode, uid, gid, f.data.length, 1, ms), data: f.data })
     // Each prefix of the path is a directory that holds the next segment.
     const parts = f.path.split('/')
     for (let i = 0; i < parts.length; i++) {
@@ -78,7 +96,8 @@ function buildNodes(gen: Generation, uid: number, defaultGid: number): Map<strin
   for (const [path, children] of dirs) {
     const entries = [...children]
     const subdirs = entries.filter((e) => dirs.has(path ? `${path}/${e}` : e)).length
-    nodes.set(path, { kind: 'dir', stat: stat(dirMode, uid, gid, DIR_SIZE, 2 + subdirs, ms), entries })
+    const abs = path ? `/${gen.name}/${path}` : `/${gen.name}`
+    nodes.set(path, { kind: 'dir', stat: stat(inoOf(abs), dirMode, uid, gid, DIR_SIZE, 2 + subdirs, ms), entries })
   }
   return nodes
 }
@@ -196,7 +215,7 @@ export class Tree {
   }
 
   private link(target: string, now: number): Node {
-    return { kind: 'link', stat: stat(S_IFLNK | 0o777, this.uid, this.gid, Buffer.byteLength(target), 1, now), target }
+    return { kind: 'link', stat: stat(inoOf(`-> ${target}`), S_IFLNK | 0o777, this.uid, this.gid, Buffer.byteLength(target), 1, now), target }
   }
 
   private rebuildRoot(now: number): void {
@@ -211,7 +230,25 @@ export class Tree {
       ...this.links.keys(),
     ]
     const subdirs = (this.current ? 1 : 0) + (this.staged ? 1 : 0)
-    this.root = { kind: 'dir', stat: stat(rootMode, this.uid, gid, DIR_SIZE, 2 + subdirs, now), entries }
+    this.root = { kind: 'dir', stat: stat(ROOT_INO, rootMode, this.uid, gid, DIR_SIZE, 2 + subdirs, now), entries }
+  }
+
+  /**
+   * Every node that can be looked up, as [absolute path, ino]: what a new process taking over a
+   * mount tells the kernel layer it may be asked about by id.
+   */
+  inodes(): [string, number][] {
+    const out: [string, number][] = []
+    for (const name of this.root?.kind === 'dir' ? this.root.entries : []) {
+      const node = this.lookup(`/${name}`)
+      if (node?.kind === 'link') out.push([`/${name}`, node.stat.ino])
+    }
+    const built = [this.current, this.staged, ...this.retained.values()]
+    for (const b of built) {
+      if (!b) continue
+      for (const [rel, node] of b.nodes) out.push([rel ? `/${b.gen.name}/${rel}` : `/${b.gen.name}`, node.stat.ino])
+    }
+    return out
   }
 
   /** The bytes of the file at an absolute path: in a resolvable generation, or a dropped one. */
