@@ -240,5 +240,5 @@ function addon(): Addon {
  * prebuilt libfuse 2 addon, and dapifs runs degraded (flips inside the daemon: daemon.ts).
  */
 export function nativeLayer(): boolean {
-  return addon().dapifs_patch === 2
+  return (addon().dapifs_patch ?? 0) >= 3
 }
