@@ -49,7 +49,6 @@ declare module 'fuse-native' {
   class Fuse {
     constructor(mnt: string, ops: Ops, opts?: Opts)
     readonly mnt: string
-    readonly opts: Opts
     /** fuse-native's own: the mount's native state (the addon's fuse_thread_t). */
     readonly _thread: Buffer
     /** fuse-native's own: the thread-locals it has set up for libfuse's worker threads. */

@@ -141,15 +141,21 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
 
 /** A mounted tree. */
 export class Mount {
-  private readonly fuse: Fuse
+  private fuse: Fuse
   private live = false
   /** Kernel notifications in flight, and who waits for them to come back. */
   private notifying = 0
   private notified: (() => void) | undefined
 
   constructor(readonly mountpoint: string, private readonly tree: Tree, private readonly opts: MountOptions = {}) {
+    this.fuse = this.make()
+  }
+
+  private make(adopt?: { fd: number; known: [string, number][] }): Fuse {
+    const { opts } = this
     const cache = String(opts.cacheSeconds ?? 60)
-    this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest, opts.accept), {
+    return new Fuse(this.mountpoint, makeOps(this.tree, opts.onRequest, opts.accept), {
+      ...(adopt ? { adopt } : {}),
       force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
       mkdir: false,
       allowOther: opts.allowOther ?? true,
@@ -213,7 +219,8 @@ export class Mount {
   }
 
   async mount(): Promise<void> {
-    if (this.opts.adoptFd !== undefined) this.fuse.opts.adopt = { fd: this.opts.adoptFd, known: this.tree.inodes() }
+    // The ids the kernel holds are known only once the tree holds what was served before.
+    if (this.opts.adoptFd !== undefined) this.fuse = this.make({ fd: this.opts.adoptFd, known: this.tree.inodes() })
     await new Promise<void>((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
     this.live = true
   }
