@@ -205,7 +205,8 @@ t.test('the CSI driver answers INVALID_ARGUMENT for such a pod, naming container
     byUid: (uid: string) => (uid === 'u-1' ? { namespace: 'shop', name: 'web-1', uid, pod: bad } : undefined),
     byName: () => undefined,
   } as unknown as NodeSource
-  const volumes = new Volumes(source, { say: () => {}, allowOther: false, extensions: true })
+  const volumes = new Volumes({ say: () => {}, allowOther: false, extensions: true })
+  volumes.follow(source)
   const dir = scratch(t)
   const target = path.join(dir, 'pods', 'u-1', 'volumes', 'kubernetes.io~csi', 'podinfo', 'mount')
   const err = await volumes.publish({

@@ -1,9 +1,9 @@
 // `dapifs csi`: the node agent's life.
 //   1. Check the flags and the credentials (a bad one: one line, exit 2).
-//   2. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
+//   2. Take back the volumes an earlier process served (Volumes.recover: their connections from
+//      the keeper, their records from the state directory), first of all.
+//   3. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
 //      once: a publish that comes before the pods are listed waits for them.
-//   3. Take back the volumes an earlier process served (Volumes.recover: their connections from
-//      the keeper, their records from the state directory), before any CSI call is answered.
 //   4. Register with the kubelet through its registration directory (unless --no-registration,
 //      for the standard node-driver-registrar sidecar).
 //   5. On SIGINT or SIGTERM: stop registering and serving; leave every volume mounted, to the
@@ -62,24 +62,28 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const nodeName = flags.nodeName
 
+  const keeperSocket = flags.noKeeper ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
+  let volumes: Volumes | undefined
+  const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })
+  const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
+  volumes = new Volumes({
+    say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
+    store, ...(keeper ? { keeper } : {}),
+  })
+  // Before anything else, and before the Kubernetes client loads (seconds, on a busy node): a
+  // restart's pause, for the pods' readers, lasts until their volumes are served again.
+  await volumes.recover()
+
   // Loaded only here: @kubernetes/client-node takes most of a second to load.
   const { loadKubeConfig } = await import('../source/kube.js')
   const { NodeSource } = await import('../source/node.js')
   const { kc, context } = loadKubeConfig(flags, 'csi')
   const source = new NodeSource(kc, nodeName, { problem: say, info: say })
-  const keeperSocket = flags.noKeeper ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
-  let volumes: Volumes | undefined
-  const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })
-  const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
-  volumes = new Volumes(source, {
-    say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
-    store, ...(keeper ? { keeper } : {}),
-  })
+  volumes.follow(source)
   const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced })
   source.start()
   let registration: RegistrationServer | undefined
   try {
-    await volumes.recover()
     await keeper?.start()
     await csi.listen(socket)
     if (!flags.noRegistration) {

@@ -97,11 +97,26 @@ export class Volumes {
   private readonly queues = new Map<string, Promise<unknown>>()
   private readonly waiting = new Map<string, AbortController>()
   private readonly fallback = machineAllocatable()
-  private readonly stopListening: () => void
+  private stopListening: () => void = () => {}
   private orphanTimer: NodeJS.Timeout | undefined
+  private followed: NodeSource | undefined
 
-  constructor(private readonly source: NodeSource, private readonly opts: VolumesOptions) {
+  constructor(private readonly opts: VolumesOptions) {}
+
+  /**
+   * Starts following the node's pods: every volume is re-rendered as they come (and those
+   * recovered before this, from their records, flip if their pods changed meanwhile).
+   */
+  follow(source: NodeSource): void {
+    this.followed = source
     this.stopListening = source.listen((uid) => { this.changed(uid); this.reconcile() })
+    this.changed(undefined)
+    this.reconcile()
+  }
+
+  private get source(): NodeSource {
+    if (!this.followed) throw new Error('Volumes: follow() the node\'s pods first')
+    return this.followed
   }
 
   get size(): number {
@@ -249,8 +264,6 @@ export class Volumes {
       this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`)
       await this.forget(target, fd)
     }
-    this.changed(undefined)
-    this.reconcile()
   }
 
   /** Lets go of a volume that cannot be served: its kept connection, its record, its mount. */
@@ -268,7 +281,7 @@ export class Volumes {
 
   /** Unpublishes volumes whose pods have been gone from the API server for orphanGraceMs. */
   private reconcile(): void {
-    if (!this.source.synced) return
+    if (!this.followed?.synced) return
     const grace = this.opts.orphanGraceMs ?? 10_000
     const now = Date.now()
     let next = Infinity
@@ -357,6 +370,7 @@ export class Volumes {
   }
 
   private changed(uid: string | undefined): void {
+    if (!this.followed) return
     const targets = uid === undefined ? [...this.byTarget.values()] : [...(this.byUid.get(uid) ?? [])]
     for (const p of targets) {
       const entry = this.source.byUid(p.request.pod.uid)
