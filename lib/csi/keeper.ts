@@ -32,14 +32,15 @@ export class Keeper {
 
   constructor(readonly socket: string, private readonly opts: KeeperOptions) {}
 
-  /** Takes every descriptor the keeper holds, by key (target path); none if it is not there. */
+  /**
+   * Takes every descriptor the keeper holds, by key (target path); none if it is not there (said
+   * by start(), which comes after the flags are all checked).
+   */
   take(): Map<string, number> {
     try {
-      const out = new Map(Fuse.keeperTake(this.socket).map(({ key, fd }) => [key, fd] as const))
-      this.lastProblem = undefined
-      return out
+      return new Map(Fuse.keeperTake(this.socket).map(({ key, fd }) => [key, fd] as const))
     } catch (e) {
-      this.problem((e as Error).message)
+      log('take: %s', (e as Error).message)
       return new Map()
     }
   }
