@@ -162,22 +162,23 @@ export class Volumes {
     })
   }
 
-  private daemon(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, adoptFd?: number): Published {
+  private published(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, adoptFd?: number): Published {
     const who = `pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)}`
-    const p: Published = { volumeId, target, volumeContext, request, saved: Promise.resolve() } as Published
-    p.daemon = new Daemon({
+    let p: Published | undefined
+    const daemon = new Daemon({
       mountpoint: target,
       settings: { items: request.volume, allocatable: this.fallback },
       say: (line) => this.opts.say(`${who}: ${line}`),
       allowOther: this.opts.allowOther,
-      flipped: (gen) => { if (this.byTarget.get(target) === p) this.save(p, gen) },
+      // Each flip once published; the first generation is recorded by mount(), or was before.
+      flipped: (gen) => { if (p && this.byTarget.get(target) === p) void this.save(p, gen) },
       ...(adoptFd !== undefined ? { adoptFd } : {}),
     })
-    return p
+    return (p = { volumeId, target, volumeContext, request, daemon, saved: Promise.resolve() })
   }
 
   private async mount(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, pod: Pod): Promise<void> {
-    const p = this.daemon(volumeId, target, volumeContext, request)
+    const p = this.published(volumeId, target, volumeContext, request)
     const { daemon } = p
     try {
       daemon.apply(withNode(pod, this.source.node), this.source.allocatable)
@@ -248,7 +249,7 @@ export class Volumes {
         await this.forget(r.target, fd)
         continue
       }
-      const p = this.daemon(r.volumeId, r.target, r.volumeContext, request, fd)
+      const p = this.published(r.volumeId, r.target, r.volumeContext, request, fd)
       try {
         p.daemon.restore(r.generation)
         await p.daemon.start()
