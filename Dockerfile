@@ -7,7 +7,7 @@
 # Node's own headers (/usr/local/include/node) and libfuse3-dev's, found with pkg-config.
 FROM node:20-bookworm-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ pkg-config libfuse3-dev \
+ && apt-get install -y --no-install-recommends python3 make g++ gcc pkg-config libfuse3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -19,11 +19,13 @@ RUN npm ci --no-audit --no-fund \
 COPY tsconfig.json ./
 COPY types/ types/
 COPY lib/ lib/
+# npm run build also compiles the keeper (lib/keeper/keeper.c) into dist/dapifs-keeper.
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
 # Run: libfuse3-3 (the library the addon links) and fuse3 (fusermount). The driver runs as root
-# in a privileged container (examples/kubernetes/daemonset.yaml).
+# in a privileged container (examples/kubernetes/daemonset.yaml); the keeper, from the same image,
+# unprivileged (examples/kubernetes/keeper.yaml: /app/dist/dapifs-keeper).
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libfuse3-3 fuse3 \

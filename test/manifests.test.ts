@@ -30,7 +30,7 @@ const one = (objs: Obj[], kind: string): Obj => {
 
 t.test('install.yaml is the kustomization\'s files, concatenated in its order', async (t) => {
   const resources = (docs('kustomization.yaml')[0] as { resources: string[] }).resources
-  t.same(resources, ['rbac.yaml', 'csidriver.yaml', 'daemonset.yaml'])
+  t.same(resources, ['rbac.yaml', 'csidriver.yaml', 'daemonset.yaml', 'keeper.yaml'])
   const install = text('install.yaml')
   const header = install.slice(0, install.indexOf('\n---\n') + 1)
   t.match(header, /^(#.*\n)+$/, 'install.yaml starts with comment lines only')
@@ -38,7 +38,7 @@ t.test('install.yaml is the kustomization\'s files, concatenated in its order', 
   t.equal(install, want, 'install.yaml matches its parts: regenerate it (the command is in its header)')
   t.same(kinds(docs('install.yaml')), [
     'Namespace/dapifs', 'ServiceAccount/dapifs-node', 'ClusterRole/dapifs-node', 'ClusterRoleBinding/dapifs-node',
-    `CSIDriver/${DRIVER}`, 'DaemonSet/dapifs-node',
+    `CSIDriver/${DRIVER}`, 'DaemonSet/dapifs-node', 'DaemonSet/dapifs-keeper',
   ], 'the Namespace comes first')
 })
 
@@ -111,6 +111,26 @@ t.test('the DaemonSets', async (t) => {
     return o
   }
   t.same(strip(withRegistrar), strip(plain))
+})
+
+t.test('the keeper: its own DaemonSet, never restarted by an upgrade, unprivileged, at the agent\'s default socket', async (t) => {
+  const ds = one(docs('keeper.yaml'), 'DaemonSet')
+  const agent = one(docs('daemonset.yaml'), 'DaemonSet')
+  t.same(ds.spec.updateStrategy, { type: 'OnDelete' }, 'an upgrade of the agent leaves it running')
+  const pod = ds.spec.template.spec
+  t.equal(pod.containers.length, 1)
+  const c = pod.containers[0]
+  t.equal(c.image, agent.spec.template.spec.containers[0].image, 'the agent\'s image')
+  const socket = c.command[c.command.indexOf('--socket') + 1]
+  const endpoint = agent.spec.template.spec.containers[0].args[agent.spec.template.spec.containers[0].args.indexOf('--endpoint') + 1]
+  t.equal(socket, path.join(path.dirname(endpoint.slice('unix://'.length)), 'keeper.sock'), 'keeper.sock beside csi.sock: where the agent looks by default')
+  t.equal(c.command[0], '/app/dist/dapifs-keeper')
+  t.notOk(c.securityContext.privileged, 'not privileged')
+  t.same(c.securityContext.capabilities, { drop: ['ALL'] })
+  t.same(c.volumeMounts, [{ name: 'plugin-dir', mountPath: path.dirname(socket) }])
+  t.same(pod.volumes, [{ name: 'plugin-dir', hostPath: { path: path.dirname(socket), type: 'DirectoryOrCreate' } }])
+  t.same(pod.tolerations, [{ operator: 'Exists' }])
+  t.equal(pod.priorityClassName, 'system-node-critical')
 })
 
 t.test('the demo pod: the CSI volume\'s items are the downwardAPI volume\'s', async (t) => {

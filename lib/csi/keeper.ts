@@ -80,12 +80,10 @@ export class Keeper {
           s.write('AGENT\n')
           up = true
           this.agent = s
-          if (this.everConnected) {
-            this.opts.say(`the keeper at ${this.socket} is back: handing it every mount again`)
-            this.opts.reconnected()
-          }
+          if (this.everConnected || this.lastProblem !== undefined) this.opts.say(`the keeper at ${this.socket} answers: handing it every mount`)
           this.everConnected = true
           this.lastProblem = undefined
+          this.opts.reconnected()
           resolve()
         })
         s.on('data', () => {}) // "OK"
