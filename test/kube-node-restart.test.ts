@@ -6,19 +6,17 @@
 //
 // The keeper (dist/dapifs-keeper) listens where `dapifs csi` looks for it by default: keeper.sock
 // beside the CSI socket. The drivers keep their volume records in the default place too.
-import { spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import path from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import yaml from 'js-yaml'
 import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver, type V1Pod } from '@kubernetes/client-node'
 import { BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
-import { startDriver, type Driver } from './fixtures/csi.js'
-import { run } from './fixtures/daemon.js'
+import { startDriver, startKeeper, type Driver } from './fixtures/csi.js'
+import { run, until } from './fixtures/daemon.js'
 
 const NS = 'restart'
 const DRIVER = 'csi.dapifs.dev'
-const KEEPER = path.resolve('dist/dapifs-keeper')
 
 const ITEMS = [
   { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
@@ -181,40 +179,6 @@ async function createDriverObject(node: Node): Promise<void> {
   await storage.createCSIDriver({ body })
 }
 
-interface Keeper {
-  socket: string
-  lines: string[]
-  kill(signal?: NodeJS.Signals): Promise<void>
-}
-
-/** Starts dist/dapifs-keeper at the driver's default socket; teardown kills it. */
-async function startKeeper(t: Test, node: Node): Promise<Keeper> {
-  const dir = path.join(node.pluginsDir, DRIVER)
-  mkdirSync(dir, { recursive: true })
-  const socket = path.join(dir, 'keeper.sock')
-  const proc = spawn(KEEPER, ['--socket', socket], { stdio: ['ignore', 'ignore', 'pipe'] })
-  const lines: string[] = []
-  let buf = ''
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    buf += d
-    let nl
-    while ((nl = buf.indexOf('\n')) >= 0) { lines.push(buf.slice(0, nl)); buf = buf.slice(nl + 1) }
-  })
-  let alive = true
-  const exited = new Promise<void>((resolve) => proc.on('exit', () => { alive = false; resolve() }))
-  const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
-    if (alive) proc.kill(signal)
-    await exited
-  }
-  t.teardown(() => kill('SIGKILL'))
-  const deadline = Date.now() + 10_000
-  while (!lines.some((l) => l.includes('listening on'))) {
-    if (!alive || Date.now() > deadline) throw new Error(`the keeper did not start: ${lines.join('\n')}`)
-    await sleep(20)
-  }
-  return { socket, lines, kill }
-}
-
 /** The targets of the volume records in the driver's state directory. */
 function recordedTargets(node: Node): string[] {
   const dir = path.join(node.pluginsDir, DRIVER, 'volumes')
@@ -250,7 +214,8 @@ async function main(): Promise<void> {
     await createDriverObject(node)
     await node.core.createNamespace({ body: { metadata: { name: NS } } })
     const driverOpts = { kubeconfig: node.kubeconfig, nodeName: node.nodeName, kubeletRoot: node.kubeletRoot }
-    let keeper = await startKeeper(t, node)
+    const keeperSocket = path.join(node.pluginsDir, DRIVER, 'keeper.sock')
+    let keeper = await startKeeper(t, keeperSocket)
 
     await t.test('a rolling upgrade: SIGTERM under the readers, a new driver takes over', async (t) => {
       const labels = { app: 'upgrade', rev: '0' }
@@ -378,9 +343,15 @@ async function main(): Promise<void> {
         kubeletDown = false
         t.comment(`the kubelet is back (node Ready) ${kubeletSeconds.toFixed(1)} s after its start`)
 
-        const unpublishedA = await d2.waitFor(new RegExp(`^dapifs csi: unpublished pod ${NS}/a,`), 0, 60_000)
-        const gone = d2.lines.find((l) => l.startsWith(`dapifs csi: pod ${NS}/a (uid ${a.uid}) is gone from the API server: unpublishing ${a.target}`))
-        t.comment(`pod a's volume was unpublished ${secs(performance.now() - t0)} after driver #2 started, by ${gone ? "the driver's reconciliation (its pod gone for 10 s)" : "the kubelet's NodeUnpublishVolume"}: ${unpublishedA}`)
+        // The kubelet finds pod a's directory with no pod for it, tears its volume down and removes it.
+        const podDirA = path.join(node.kubeletRoot, 'pods', a.uid)
+        t.ok(await until(async () => !existsSync(podDirA), 60_000), `the kubelet removed pod a's directory (${secs(performance.now() - t0)} after driver #2 started)`)
+        const unpublishedA = d2.lines.find((l) => l.startsWith(`dapifs csi: unpublished pod ${NS}/a,`) || l.startsWith(`dapifs csi: unpublished ${a.target}:`))
+        t.match(unpublishedA, `dapifs csi: unpublished pod ${NS}/a, volume "podinfo" at ${a.target} (was ..`, 'driver #2 unpublished the volume it had taken over')
+        const byDriver = d2.lines.some((l) => l.startsWith(`dapifs csi: pod ${NS}/a (uid ${a.uid}) is gone from the API server: unpublishing ${a.target}`))
+        const byKubelet = node.kubeletLog().split('\n').some((l) => l.includes('UnmountVolume.TearDown succeeded for volume "podinfo"') && l.includes(a.uid))
+        t.comment(`pod a's volume was unpublished by ${byDriver ? "the driver's reconciliation (its pod gone from the API server for 10 s)" : "the kubelet's NodeUnpublishVolume"}` +
+          `${byKubelet ? ' (the kubelet logged its TearDown of it)' : ' (the kubelet logged no TearDown of it)'}`)
         t.same(node.mountsBelow().filter((m) => m.includes(a.uid)), [], 'nothing is left mounted for pod a')
         t.notOk(recordedTargets(node).includes(a.target), "pod a's volume record is gone")
         t.ok(keeper.lines.some((l) => l.includes(`let go of ${a.target}`)), 'the keeper let go of its connection')
@@ -421,13 +392,13 @@ async function main(): Promise<void> {
         kubeletDown = true
         const tasks = await killAllTasks(node)
         await d1.stop('SIGKILL')
-        await keeper.kill('SIGKILL')
+        await keeper.stop('SIGKILL')
         const ours = node.mountsBelow().filter((m) => m.includes('/volumes/kubernetes.io~csi/'))
         for (const m of ours) await run('fusermount', ['-uz', m])
         t.same(ours, [pod.target], `killed ${tasks} containers, the driver and the keeper; unmounted the one dapifs mount`)
         t.same(recordedTargets(node), [pod.target], 'its volume record is left on disk')
 
-        keeper = await startKeeper(t, node)
+        keeper = await startKeeper(t, keeperSocket)
         const d2 = await startDriver(t, driverOpts)
         t.ok(d2.lines.includes(`dapifs csi: ${pod.target}: no connection was kept for it (no keeper, or the node restarted); unmounting what is left there`),
           'driver #2 clears the recorded volume that has no connection')
