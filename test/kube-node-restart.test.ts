@@ -12,7 +12,7 @@ import t from 'tap'
 import yaml from 'js-yaml'
 import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver, type V1Pod } from '@kubernetes/client-node'
 import { BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
-import { startDriver, startKeeper, type Driver } from './fixtures/csi.js'
+import { startDriver, startKeeper } from './fixtures/csi.js'
 import { run, until } from './fixtures/daemon.js'
 
 const NS = 'restart'
@@ -219,10 +219,8 @@ async function main(): Promise<void> {
 
     await t.test('a rolling upgrade: SIGTERM under the readers, a new driver takes over', async (t) => {
       const labels = { app: 'upgrade', rev: '0' }
-      let d1: Driver | undefined
-      let d2: Driver | undefined
       try {
-        d1 = await startDriver(t, driverOpts)
+        const d1 = await startDriver(t, driverOpts)
         await d1.waitFor(/registered with the kubelet/, 0, 60_000)
         const pod = await startReaders(node, 'upgrade', labels)
         t.ok(d1.lines.some((l) => l.startsWith(`dapifs csi: published pod ${NS}/upgrade`) && l.includes(pod.target)), 'driver #1 published the volume')
@@ -239,7 +237,7 @@ async function main(): Promise<void> {
         await sleep(1000)
 
         const t1 = performance.now()
-        d2 = await startDriver(t, driverOpts)
+        const d2 = await startDriver(t, driverOpts)
         const startMs = performance.now() - t1
         const took = d2.lines.find((l) => l.includes('took over'))
         t.match(took, new RegExp(`^dapifs csi: took over pod ${NS}/upgrade, volume "podinfo" at ${pod.target} \\(\\.\\.\\d{4}_`), `driver #2: ${took}`)
