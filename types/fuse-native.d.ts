@@ -40,10 +40,11 @@ declare module 'fuse-native' {
     /** The patch's: at most this many idle libfuse workers (libfuse 3's loop config). */
     maxIdleThreads?: number
     /**
-     * The patch's: take over a live connection (an open /dev/fuse descriptor whose server died)
-     * instead of mounting; `known` are the [path, ino] pairs the kernel may already hold.
+     * The patch's (3): take over the live connection of a /dev/fuse fd whose server died, instead
+     * of mounting (mnt is not touched); `known`: [path, ino] pairs of nodes the kernel may hold.
+     * The Fuse object owns `fd` from then on.
      */
-    adopt?: { fd: number; known: [string, number][] }
+    adopt?: { fd: number; known?: Array<[string, number]> }
   }
   class Fuse {
     constructor(mnt: string, ops: Ops, opts?: Opts)
@@ -57,15 +58,20 @@ declare module 'fuse-native' {
     invalidateRootEntry(name: string, cb: (res: number) => void): void
     /** The patch's: FUSE_NOTIFY_INVAL_INODE for the inode at a path, from libuv's thread pool. */
     invalidatePath(path: string, cb: (res: number) => void): void
-    /** The patch's: the mounted session's /dev/fuse descriptor. */
+    /** The patch's: [capable, want], the FUSE_CAP_* bits negotiated at init. */
+    connInfo(): [number, number]
+    /** The patch's (3): the mounted session's /dev/fuse fd, or -1. */
     sessionFd(): number
+    /** The patch's (3): for an adopted mount, 0 if the kernel took FUSE_NOTIFY_RESEND, else -errno; null if not adopted. */
+    adoptResend(): number | null
     mount(cb: (err: Error | null) => void): void
     unmount(cb: (err: Error | null) => void): void
     static unmount(mnt: string, cb: (err: Error | null) => void): void
-    /** The patch's: the keeper's protocol (lib/keeper/keeper.c), synchronous; they throw on failure. */
-    static keeperPut(socket: string, key: string, fd: number): void
-    static keeperDrop(socket: string, key: string): void
-    static keeperTake(socket: string): { key: string; fd: number }[]
+    /** The patch's (3): the keeper's client, synchronous; each throws an Error naming the socket. */
+    static keeperPut(sock: string, key: string, fd: number): void
+    static keeperDrop(sock: string, key: string): void
+    static keeperTake(sock: string): Array<{ key: string; fd: number }>
+    static closeFd(fd: number): number
     static readonly EPERM: number
     static readonly ENOENT: number
     static readonly EIO: number

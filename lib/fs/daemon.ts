@@ -65,7 +65,7 @@ export class Daemon implements PodSink, KubeSink {
         if (reason !== this.lastFallback) opts.say(reason)
         this.lastFallback = reason
       },
-      invalidate: (links, gone) => this.mount.invalidate(links, gone),
+      invalidate: (names) => this.mount.invalidate(names),
     })
     // With fuse-native's prebuilt libfuse 2 addon, a rename over ..data fails readers (ENOENT):
     // flips then happen inside the daemon, unseen by inotify (serve.ts says so).

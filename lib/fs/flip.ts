@@ -26,7 +26,7 @@
 // If a step fails (a read-only bind, a non-root daemon in the sticky root, a timeout), the flip
 // completes inside the daemon instead (tree.flip), and that is logged. ..data is replaced in
 // one step either way, so readers never find it missing. A flip inside the daemon (that, and
-// --no-inotify) then tells the kernel to drop its cached target of ..data and the names that went
+// --no-inotify) then tells the kernel to drop its entries for ..data and the names that went
 // (invalidate), and counts as done once the kernel has that: the very next open reads the new
 // generation.
 //
@@ -57,10 +57,10 @@ export interface FlipperOptions {
   /** Called after each completed flip. */
   flipped(gen: Generation): void
   /**
-   * Links changed inside the daemon: the kernel must drop its cached targets of `links` and
-   * the root entries `gone`. Resolves once it has.
+   * Links changed inside the daemon: the kernel must drop the root entries `names` (each now
+   * names another node, or none). Resolves once it has.
    */
-  invalidate(links: string[], gone: string[]): Promise<void>
+  invalidate(names: string[]): Promise<void>
   /** A step failed and the flip was completed in the daemon (said once per distinct reason). */
   fellBack(reason: string): void
 }
@@ -137,10 +137,13 @@ export class Flipper {
     await this.syncedLinks(before, ['..data_tmp'])
   }
 
-  /** After links changed inside the daemon: invalidates ..data and the names no longer there. */
+  /**
+   * After links changed inside the daemon: invalidates ..data (a link's node is its target, so a
+   * new ..data is a new node: tree.ts, inoOf) and the names no longer there.
+   */
   private async syncedLinks(before: string[], gone: string[] = []): Promise<void> {
     const now = new Set(this.tree.linkNames())
-    await this.opts.invalidate(['/..data'], [...gone, ...before.filter((name) => !now.has(name))])
+    await this.opts.invalidate(['..data', ...gone, ...before.filter((name) => !now.has(name))])
   }
 
   private async flipOne(gen: Generation): Promise<void> {

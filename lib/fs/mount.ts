@@ -189,14 +189,11 @@ export class Mount {
   }
 
   /**
-   * After links changed inside the daemon: the kernel drops the cached targets of `links`
-   * (absolute paths) and the root entries `gone`. Resolves once the kernel has them.
+   * After links changed inside the daemon: the kernel drops its root entries `names` (and so the
+   * cached targets of the links they were). Resolves once the kernel has them.
    */
-  async invalidate(links: string[], gone: string[]): Promise<void> {
-    await Promise.all([
-      ...links.map((p) => this.notify((cb) => this.fuse.invalidatePath(p, cb), `invalidating ${p}`)),
-      ...gone.map((name) => this.notify((cb) => this.fuse.invalidateRootEntry(name, cb), `forgetting ${name}`)),
-    ])
+  async invalidate(names: string[]): Promise<void> {
+    await Promise.all(names.map((name) => this.notify((cb) => this.fuse.invalidateRootEntry(name, cb), `forgetting ${name}`)))
   }
 
   /** One notification to the kernel; a no-op before the mount, and with the prebuilt addon. */
@@ -252,5 +249,5 @@ function addon(): Addon {
  * prebuilt libfuse 2 addon, and dapifs runs degraded (flips inside the daemon: daemon.ts).
  */
 export function nativeLayer(): boolean {
-  return addon().dapifs_patch === 2
+  return (addon().dapifs_patch ?? 0) >= 3
 }

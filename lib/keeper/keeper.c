@@ -164,8 +164,8 @@ static void hang_up(int i) {
   clients[i] = clients[--nclients];
 }
 
-static int usage(const char *why) {
-  fprintf(stderr, "dapifs-keeper: %s\nusage: dapifs-keeper --socket PATH [--abandon-after SECONDS]\n", why);
+static int usage(const char *what, const char *why) {
+  fprintf(stderr, "dapifs-keeper: %s: %s\nusage: dapifs-keeper --socket PATH [--abandon-after SECONDS]\n", what, why);
   return 2;
 }
 
@@ -173,16 +173,22 @@ int main(int argc, char **argv) {
   const char *path = NULL;
   double abandon = 300;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) path = argv[++i];
-    else if (strcmp(argv[i], "--abandon-after") == 0 && i + 1 < argc) {
+    int has_value = i + 1 < argc;
+    if (strcmp(argv[i], "--socket") == 0) {
+      if (!has_value) return usage("--socket", "needs a value: the unix socket to listen on");
+      path = argv[++i];
+    } else if (strcmp(argv[i], "--abandon-after") == 0) {
+      if (!has_value) return usage("--abandon-after", "needs a value: seconds");
       char *end;
       abandon = strtod(argv[++i], &end);
-      if (*end || abandon <= 0) return usage("--abandon-after: must be a number of seconds above 0");
-    } else return usage("unknown argument");
+      if (*end || end == argv[i] || !(abandon > 0)) return usage("--abandon-after", "must be a number of seconds above 0");
+    } else {
+      return usage(argv[i], "unknown argument (allowed: --socket, --abandon-after)");
+    }
   }
-  if (!path) return usage("--socket: is required");
+  if (!path) return usage("--socket", "is required");
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  if (path[0] != '/' || strlen(path) >= sizeof addr.sun_path) return usage("--socket: must be an absolute path of at most 107 bytes");
+  if (path[0] != '/' || strlen(path) >= sizeof addr.sun_path) return usage("--socket", "must be an absolute path of at most 107 bytes");
   strcpy(addr.sun_path, path);
   signal(SIGPIPE, SIG_IGN);
 

@@ -75,7 +75,7 @@ const addon = path.join(dir, 'build/Release/fuse.node')
 /** true when the addon loads and is this patch's build, else why not. */
 function check() {
   const r = spawnSync(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(addon)}).dapifs_patch))`], { encoding: 'utf8' })
-  return r.stdout === '2' ? true : r.stderr.trim().split('\n').find((l) => /Error/.test(l)) ?? 'it is not the patched build'
+  return r.stdout === '3' ? true : r.stderr.trim().split('\n').find((l) => /Error/.test(l)) ?? 'it is not the patched build'
 }
 // The hash of the patched sources the addon was last built from, kept beside it.
 const stamp = path.join(dir, 'build/dapifs-patch.sha256')
