@@ -146,10 +146,17 @@ export class Mount {
   /** Kernel notifications in flight, and who waits for them to come back. */
   private notifying = 0
   private notified: (() => void) | undefined
+  /**
+   * For adoptFd: fuse-native reads `adopt` once, in its constructor, so the object goes in there;
+   * the ids the kernel may hold are filled in at mount(), once the restored generation is in the tree.
+   */
+  private readonly adopt: { fd: number; known: Array<[string, number]> } | undefined
 
   constructor(readonly mountpoint: string, private readonly tree: Tree, private readonly opts: MountOptions = {}) {
     const cache = String(opts.cacheSeconds ?? 60)
+    this.adopt = opts.adoptFd !== undefined ? { fd: opts.adoptFd, known: [] } : undefined
     this.fuse = new Fuse(mountpoint, makeOps(tree, opts.onRequest, opts.accept), {
+      ...(this.adopt ? { adopt: this.adopt } : {}),
       force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
       mkdir: false,
       allowOther: opts.allowOther ?? true,
@@ -213,7 +220,7 @@ export class Mount {
   }
 
   async mount(): Promise<void> {
-    if (this.opts.adoptFd !== undefined) this.fuse.opts.adopt = { fd: this.opts.adoptFd, known: this.tree.inodes() }
+    if (this.adopt) this.adopt.known = this.tree.inodes()
     await new Promise<void>((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
     this.live = true
   }
