@@ -208,6 +208,9 @@ async function killAllTasks(node: Node): Promise<number> {
 
 async function main(): Promise<void> {
   if (!(await needNode('restarts under a real kubelet'))) return
+  // About 2.5-3 minutes here (a node, four scenarios, each pod's deletion); the default 300 s is
+  // too close on a busy machine.
+  t.setTimeout(420_000)
 
   t.test('restarts under a real kubelet', async (t) => {
     const node = await startNode(t)
