@@ -11,6 +11,11 @@
 #                                    (admin); return when the node (dapifs-node) is Ready
 #   scripts/kube-node.sh down DIR    delete the pods, stop everything, unmount everything under
 #                                    DIR, remove the cgroups and pod logs the node made
+#   scripts/kube-node.sh kubelet-stop DIR   stop only the kubelet of a node that is up (SIGTERM,
+#                                    SIGKILL after 5 s): its containers, and the volumes mounted
+#                                    for them, go on; a restart or an upgrade of the kubelet
+#   scripts/kube-node.sh kubelet-start DIR  start it again, as up does, on the same state; return
+#                                    when it has posted the node Ready (it adopts the running pods)
 # Ports (all on 127.0.0.1): DAPIFS_NODE_ETCD_PORT (33790; peer +10), DAPIFS_NODE_API_PORT (36443),
 # DAPIFS_NODE_KUBELET_PORT (30250; healthz -2).
 # The kubelet's root is DIR/kubelet: CSI drivers register in DIR/kubelet/plugins_registry and
@@ -208,19 +213,39 @@ nodeStatusUpdateFrequency: 2s
 Y
 }
 
+# Starts the kubelet on DIR's state (NODE_IP: its --node-ip) and waits until it has posted the
+# node Ready, or exits 1 with the end of its log. [1]: count only heartbeats from the second after
+# this one (heartbeats have whole seconds: one an earlier kubelet posted this second would pass).
+start_kubelet() {
+  local sock=$DIR/containerd/containerd.sock t_kubelet
+  t_kubelet=$(( $(date +%s) + ${1:-0} ))
+  # Else the AWS credential provider asks the EC2 metadata service (169.254.169.254) for credentials.
+  AWS_EC2_METADATA_DISABLED=true ${DAPIFS_NODE_KUBELET_WRAPPER:-} "$KUBELET" --config="$DIR/kubelet-config.yaml" --kubeconfig="$DIR/kubeconfig" \
+    --container-runtime=remote --container-runtime-endpoint="unix://$sock" --containerd="$sock" \
+    --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet-certs" --pod-infra-container-image=localhost/pause:3.4 \
+    --hostname-override="$NODE" --node-ip="$NODE_IP" --address=127.0.0.1 --v=2 >> "$DIR/logs/kubelet.log" 2>&1 &
+  echo $! > "$DIR/run/kubelet.pid"
+  until node_ready "$t_kubelet" > /dev/null 2>&1; do
+    alive "$DIR/run/kubelet.pid" || { echo "the kubelet exited:" >&2; tail -20 "$DIR/logs/kubelet.log" >&2; exit 1; }
+    [ "$(date +%s)" -lt $((t_kubelet + 60)) ] || { echo "the node did not become Ready in 60 s:" >&2; tail -20 "$DIR/logs/kubelet.log" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
 up() {
   built || { echo "the node is not built: run $0 build" >&2; exit 1; }
   [ "$(id -u)" -eq 0 ] || { echo "$0 up needs root" >&2; exit 1; }
-  local t0 node_ip sock ctr t_kubelet m
+  local t0 node_ip sock ctr m
   t0=$(now)
   # The kubelet refuses a loopback --node-ip; it is only reported in the Node's status, nothing
   # connects to it (--address=127.0.0.1, and the API server never dials the kubelet).
   node_ip=${DAPIFS_NODE_IP:-$(hostname -I | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$' || true)}
   [ -n "$node_ip" ] || { echo "no non-loopback IPv4 address for the kubelet's --node-ip (set DAPIFS_NODE_IP)" >&2; exit 1; }
+  NODE_IP=$node_ip
   mkdir -p "$DIR"
   DIR=$(cd "$DIR" && pwd)
   write_configs
-  printf 'ETCD_PORT=%s\nAPI_PORT=%s\nKUBELET_PORT=%s\n' "$ETCD_PORT" "$API_PORT" "$KUBELET_PORT" > "$DIR/run/env"
+  printf 'ETCD_PORT=%s\nAPI_PORT=%s\nKUBELET_PORT=%s\nNODE_IP=%s\n' "$ETCD_PORT" "$API_PORT" "$KUBELET_PORT" "$node_ip" > "$DIR/run/env"
   # What down must not remove: pod logs, and the kubelet's fixed directories, from before.
   ls /var/log/pods 2>/dev/null > "$DIR/run/podlogs.before" || true
   for m in /var/log/pods /var/log/containers /var/lib/kubelet; do [ ! -e "$m" ] || echo "$m"; done > "$DIR/run/existed"
@@ -244,18 +269,8 @@ up() {
   # A Node left in etcd by an earlier kubelet would look Ready at once.
   api DELETE "/api/v1/nodes/$NODE" > /dev/null 2>&1 || true
 
-  t_kubelet=$(date +%s)
-  # Else the AWS credential provider asks the EC2 metadata service (169.254.169.254) for credentials.
-  AWS_EC2_METADATA_DISABLED=true ${DAPIFS_NODE_KUBELET_WRAPPER:-} "$KUBELET" --config="$DIR/kubelet-config.yaml" --kubeconfig="$DIR/kubeconfig" \
-    --container-runtime=remote --container-runtime-endpoint="unix://$sock" --containerd="$sock" \
-    --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet-certs" --pod-infra-container-image=localhost/pause:3.4 \
-    --hostname-override="$NODE" --node-ip="$node_ip" --address=127.0.0.1 --v=2 > "$DIR/logs/kubelet.log" 2>&1 &
-  echo $! > "$DIR/run/kubelet.pid"
-  until node_ready "$t_kubelet" > /dev/null 2>&1; do
-    alive "$DIR/run/kubelet.pid" || { echo "the kubelet exited:" >&2; tail -20 "$DIR/logs/kubelet.log" >&2; exit 1; }
-    [ "$(date +%s)" -lt $((t_kubelet + 60)) ] || { echo "the node did not become Ready in 60 s:" >&2; tail -20 "$DIR/logs/kubelet.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  : > "$DIR/logs/kubelet.log" # start_kubelet appends: a restart's log follows the first one's
+  start_kubelet
   echo "ready: KUBECONFIG=$DIR/kubeconfig (node $NODE Ready in $(since "$t0") s)" >&2
   echo "$DIR/kubeconfig"
 }
@@ -346,10 +361,37 @@ down() {
   echo "stopped in $(since "$t0") s" >&2
 }
 
+# The node's settings as up left them: its ports and the kubelet's --node-ip.
+load_env() {
+  [ -d "$DIR" ] || { echo "no node in $DIR" >&2; exit 1; }
+  DIR=$(cd "$DIR" && pwd)
+  [ -f "$DIR/run/env" ] || { echo "no node was started in $DIR (no run/env)" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  . "$DIR/run/env"
+}
+
+kubelet_stop() {
+  load_env
+  local t0; t0=$(now)
+  stop_pid "$DIR/run/kubelet.pid" 50
+  echo "kubelet stopped in $(since "$t0") s" >&2
+}
+
+kubelet_start() {
+  load_env
+  ! alive "$DIR/run/kubelet.pid" || { echo "the kubelet is running (pid $(cat "$DIR/run/kubelet.pid"))" >&2; exit 1; }
+  [ -n "${NODE_IP:-}" ] || { echo "$DIR/run/env has no NODE_IP" >&2; exit 1; }
+  local t0; t0=$(now)
+  start_kubelet 1
+  echo "kubelet started: node $NODE Ready in $(since "$t0") s" >&2
+}
+
 case "${1:-}" in
   build) build ;;
   built) built ;;
   up) DIR=${2:?DIR}; up ;;
   down) DIR=${2:?DIR}; down ;;
-  *) echo "usage: $0 build | built | up DIR | down DIR" >&2; exit 2 ;;
+  kubelet-stop) DIR=${2:?DIR}; kubelet_stop ;;
+  kubelet-start) DIR=${2:?DIR}; kubelet_start ;;
+  *) echo "usage: $0 build | built | up DIR | down DIR | kubelet-stop DIR | kubelet-start DIR" >&2; exit 2 ;;
 esac
