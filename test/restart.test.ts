@@ -17,6 +17,8 @@ const NS = 'shop'
 const NODE = 'node-1'
 const ITEMS = `- path: labels
   fieldRef: {fieldPath: metadata.labels}
+- path: annotations
+  fieldRef: {fieldPath: metadata.annotations}
 - path: name
   fieldRef: {fieldPath: metadata.name}
 - path: meta/uid
@@ -121,6 +123,9 @@ async function main(): Promise<void> {
       d = await again()
       t.comment(`the new process served again ${(performance.now() - t0).toFixed(0)} ms after it started`)
       t.ok(d.lines.some((l) => l.includes(`took over pod ${NS}/web, volume "podinfo" at ${web.target}`)), 'the new process took the volume over')
+      await d.waitFor(/following \d+ pods on node/)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.same(d.lines.filter((l) => l.includes('flipped to')), [], 'taking over flips nothing: the pod\'s config.seen annotation is kept')
       labels.rev = '1'
       await patchLabels(k, 'web', { rev: '1' })
       t.ok(await until(async () => (await cat(path.join(web.target, 'labels')).catch(() => '')) === formatLabels(labels)), 'flips resume on the new process')

@@ -99,6 +99,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
     throw e instanceof InputError ? e : new InputError(socket, `cannot serve: ${(e as Error).message}`)
   }
   const synced = new Promise<void>((resolve) => {
+    if (source.synced) return resolve()
     const stop = source.listen(() => { if (source.synced) { stop(); resolve() } })
   })
   say(`serving ${DRIVER_NAME} for node ${nodeName} (context ${context}) on ${socket}` +

@@ -4,6 +4,8 @@
 //
 //   volumeId, target       the publish call's
 //   volumeContext          the publish call's volume_context: the items and the pod's identity
+//   seen                   when the agent first saw the pod (its kubernetes.io/config.seen), kept
+//                          so that a restart does not change the annotations a volume shows
 //   generation             the generation the mount serves: its name and files
 //
 // The generation is there because the kernel may hold pages, attributes and ids of its files:
@@ -21,6 +23,7 @@ export interface VolumeRecord {
   volumeId: string
   target: string
   volumeContext: Record<string, string>
+  seen?: string
   generation: Generation
 }
 
@@ -48,7 +51,7 @@ export class VolumeStore {
       ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}),
       files: g.projection.files.map((f) => ({ path: f.path, mode: f.mode, data: f.data.toString('base64') })),
     }
-    const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, generation })
+    const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, generation })
     const file = this.file(r.target)
     await mkdir(this.dir, { recursive: true, mode: 0o700 })
     await writeFile(`${file}.tmp`, text, { mode: 0o600 })
@@ -82,7 +85,7 @@ export class VolumeStore {
 }
 
 function parse(text: string): VolumeRecord {
-  const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; generation?: StoredGeneration }
+  const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; generation?: StoredGeneration }
   if (o.version !== VERSION) throw new Error(`version ${String(o.version)}, expected ${VERSION}`)
   const g = o.generation
   if (typeof o.volumeId !== 'string' || typeof o.target !== 'string' || typeof o.volumeContext !== 'object' || o.volumeContext === null ||
@@ -93,6 +96,7 @@ function parse(text: string): VolumeRecord {
     volumeId: o.volumeId,
     target: o.target,
     volumeContext: o.volumeContext as Record<string, string>,
+    ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
     generation: {
       name: g.name,
       createdMs: g.createdMs,

@@ -86,6 +86,8 @@ interface Published {
   saved: Promise<void>
   /** Since when the pod has been missing from the (listed) API server. */
   missingSince?: number
+  /** Its pod's config.seen, from the record of an earlier agent (recover). */
+  seen?: string
 }
 
 const UNMOUNT_WAIT_MS = 3000
@@ -108,6 +110,7 @@ export class Volumes {
    * recovered before this, from their records, flip if their pods changed meanwhile).
    */
   follow(source: NodeSource): void {
+    for (const p of this.byTarget.values()) if (p.seen) source.sawBefore(p.request.pod.uid, p.seen)
     this.followed = source
     this.stopListening = source.listen((uid) => { this.changed(uid); this.reconcile() })
     this.changed(undefined)
@@ -217,7 +220,8 @@ export class Volumes {
   private save(p: Published, generation: Generation): Promise<void> {
     const store = this.opts.store
     if (!store) return Promise.resolve()
-    const record: VolumeRecord = { volumeId: p.volumeId, target: p.target, volumeContext: p.volumeContext, generation }
+    p.seen = this.followed?.seenAt(p.request.pod.uid) ?? p.seen
+    const record: VolumeRecord = { volumeId: p.volumeId, target: p.target, volumeContext: p.volumeContext, ...(p.seen ? { seen: p.seen } : {}), generation }
     p.saved = p.saved.then(() => store.save(record)).catch((e: Error) => this.opts.say(`${p.target}: cannot record its volume in ${store.dir}: ${e.message}`))
     return p.saved
   }
@@ -250,6 +254,7 @@ export class Volumes {
         continue
       }
       const p = this.published(r.volumeId, r.target, r.volumeContext, request, fd)
+      if (r.seen) p.seen = r.seen
       try {
         p.daemon.restore(r.generation)
         await p.daemon.start()

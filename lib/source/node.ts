@@ -114,6 +114,19 @@ export class NodeSource {
     return undefined
   }
 
+  /** When the pod was first seen (its kubernetes.io/config.seen), if it has been. */
+  seenAt(uid: string): string | undefined {
+    return this.seen.get(uid)
+  }
+
+  /**
+   * A first sight of the pod from before this process (an earlier agent's, from its records): it
+   * stays the pod's config.seen, as the kubelet's does while the kubelet runs. Before start().
+   */
+  sawBefore(uid: string, seen: string): void {
+    if (!this.seen.has(uid)) this.seen.set(uid, seen)
+  }
+
   /** Calls `fn` after every change; returns the function that stops it. */
   listen(fn: Listener): () => void {
     this.listeners.add(fn)
