@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import { cat, dataTarget, mounted, run, scratch, until } from './fixtures/daemon.js'
-import { mountsBelow, startDriver, type Driver } from './fixtures/csi.js'
+import { mountsBelow, podInfo, startDriver, type Driver } from './fixtures/csi.js'
 import { loadCsi, loadRegistration } from '../lib/csi/server.js'
 import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
 
@@ -43,14 +43,7 @@ const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort(
 interface Ctx { k: Cluster; d: Driver }
 
 function context(pod: { metadata?: { name?: string; uid?: string } }, attrs: Record<string, string> = { items: ITEMS }): Record<string, string> {
-  return {
-    ...attrs,
-    'csi.storage.k8s.io/pod.name': pod.metadata!.name!,
-    'csi.storage.k8s.io/pod.namespace': NS,
-    'csi.storage.k8s.io/pod.uid': pod.metadata!.uid!,
-    'csi.storage.k8s.io/serviceAccount.name': 'default',
-    'csi.storage.k8s.io/ephemeral': 'true',
-  }
+  return { ...attrs, ...podInfo(NS, pod.metadata!.name!, pod.metadata!.uid!) }
 }
 
 const publishReq = (target: string, ctx: Record<string, string>, volumeId = `csi-${path.basename(path.dirname(target))}-${ctx['csi.storage.k8s.io/pod.uid']}`) => ({

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node'
 import { cat, mounted, parseReader, reader, run, until, type ReaderResult } from './fixtures/daemon.js'
-import { startDriver, startKeeper, type Driver } from './fixtures/csi.js'
+import { podInfo, startDriver, startKeeper, type Driver } from './fixtures/csi.js'
 import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
 
 const NS = 'shop'
@@ -27,16 +27,7 @@ const ITEMS = `- path: labels
 
 const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
 
-function context(name: string, uid: string): Record<string, string> {
-  return {
-    items: ITEMS,
-    'csi.storage.k8s.io/pod.name': name,
-    'csi.storage.k8s.io/pod.namespace': NS,
-    'csi.storage.k8s.io/pod.uid': uid,
-    'csi.storage.k8s.io/serviceAccount.name': 'default',
-    'csi.storage.k8s.io/ephemeral': 'true',
-  }
-}
+const context = (name: string, uid: string): Record<string, string> => ({ items: ITEMS, ...podInfo(NS, name, uid) })
 
 interface Pod { name: string; uid: string; target: string; volumeId: string }
 
