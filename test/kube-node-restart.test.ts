@@ -160,12 +160,25 @@ async function patchLabels(node: Node, name: string, labels: Record<string, stri
  * them and unpublished their volumes. For the end of a scenario, and for one that failed
  * midway: never throws.
  */
-async function deletePods(node: Node, names: string[]): Promise<string[]> {
+/**
+ * Deletes the pods and waits for them to go. After a restart of kubelet 1.20, a pod it has torn
+ * down (containers stopped, volumes unpublished) can stay Terminating for minutes, its status
+ * saying "The container could not be located when the pod was deleted" (seen once in CI): such a
+ * pod is then deleted with a grace period of 0, and `slow` hears of it. What the tests assert
+ * about dapifs (nothing left mounted, no record left) is checked after, either way.
+ */
+async function deletePods(node: Node, names: string[], slow: (line: string) => void = () => {}): Promise<string[]> {
   const problems: string[] = []
   await Promise.all(names.map(async (name) => {
     try {
       await node.core.deleteNamespacedPod({ name, namespace: NS, gracePeriodSeconds: 1 }).catch(() => {})
-      await node.waitForPodGone(NS, name, 60_000)
+      try {
+        await node.waitForPodGone(NS, name, 60_000)
+      } catch {
+        slow(`pod ${name} was still Terminating after 60 s (kubelet 1.20 after its restart): deleted with grace period 0`)
+        await node.core.deleteNamespacedPod({ name, namespace: NS, gracePeriodSeconds: 0 }).catch(() => {})
+        await node.waitForPodGone(NS, name, 30_000)
+      }
     } catch (e) {
       problems.push(`${name}: ${(e as Error).message}`)
     }
@@ -371,7 +384,7 @@ async function main(): Promise<void> {
         t.notOk(d2.lines.some((l) => l.includes(`unpublished pod ${NS}/b`)), "and was never unpublished")
         t.same(await containerOf(node, 'b'), { restarts: 0, id: b.containerId }, 'the same container, never restarted')
 
-        t.same(await deletePods(node, ['b']), [], 'pod b goes')
+        t.same(await deletePods(node, ['b'], (l) => t.comment(l)), [], 'pod b goes')
         t.same(node.mountsBelow().filter((m) => m.includes(b.uid)), [], 'nothing is left mounted for it')
         t.same(recordedTargets(node), [], 'no volume record is left')
       } finally {
