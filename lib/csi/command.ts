@@ -14,6 +14,7 @@ import path from 'node:path'
 import createDebug from 'debug'
 import { InputError } from '../volume/shape.js'
 import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
+import { nativeLayer } from '../fs/mount.js'
 import { Keeper } from './keeper.js'
 import { VolumeStore } from './state.js'
 import { Volumes } from './volumes.js'
@@ -62,7 +63,11 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const nodeName = flags.nodeName
 
-  const keeperSocket = flags.noKeeper ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
+  // fuse-native's prebuilt addon (the fallback: README, Installing) can neither hand a mount over
+  // nor take one.
+  const handOver = nativeLayer()
+  if (!handOver && !flags.noKeeper) say('fuse-native\'s prebuilt libfuse 2 addon is in use: no keeper, so volumes end with this process (build the native layer: node scripts/fuse-native/build.mjs)')
+  const keeperSocket = flags.noKeeper || !handOver ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
   let volumes: Volumes | undefined
   const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })
   const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
@@ -104,7 +109,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   })
   say(`serving ${DRIVER_NAME} for node ${nodeName} (context ${context}) on ${socket}` +
     (flags.noExtensions ? '; extensions refused (--no-extensions)' : '') +
-    (keeper ? `; keeper at ${keeper.socket}` : '; no keeper (--no-keeper): volumes end with this process') +
+    (keeper ? `; keeper at ${keeper.socket}` : '; no keeper: volumes end with this process') +
     (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)'))
   void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
 

@@ -16,6 +16,10 @@
 // (--no-inotify, a fallback) must be invalidated (invalidate()), and a dropped generation is
 // forgotten (forgetEntry), or the kernel would keep it cached for good.
 //
+// The kernel knows each node by an id that the tree gives it (tree.ts, inoOf), not by one that
+// libfuse makes up, so that another process can take the mount over and answer for the ids the
+// kernel holds (adoptFd; native-notes/, Restarts).
+//
 // Reads come by path, with no file handle. A file held open reads its generation's bytes from
 // the kernel's pages; if those are evicted, the read reaches us by path, and the tree still has
 // the bytes of recently dropped generations (tree.file).
@@ -252,7 +256,8 @@ function addon(): Addon {
 /**
  * Whether the fuse-native addon that loads is our libfuse 3 build (scripts/fuse-native/): the
  * kernel caches links and skips opens, the rename of ..data never fails a reader, workers'
- * thread-locals are recycled, and the kernel can be told to forget. Otherwise it is fuse-native's
+ * thread-locals are recycled, the kernel can be told to forget, and a live mount can be handed
+ * to another process (the keeper) and taken over. Otherwise it is fuse-native's
  * prebuilt libfuse 2 addon, and dapifs runs degraded (flips inside the daemon: daemon.ts).
  */
 export function nativeLayer(): boolean {
