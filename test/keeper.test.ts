@@ -5,7 +5,7 @@ import { closeSync, fstatSync, openSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import Fuse from 'fuse-native'
-import { run, scratch } from './fixtures/daemon.js'
+import { run, scratch, until } from './fixtures/daemon.js'
 import { startKeeper } from './fixtures/csi.js'
 
 const KEEPER = path.resolve('dist/dapifs-keeper')
@@ -64,7 +64,7 @@ t.test('with no agent connected for --abandon-after, it lets go; an agent connec
   agent.destroy()
   await new Promise((resolve) => setTimeout(resolve, 1000))
   t.equal(await ask(k.socket, 'LIST'), 'END\n', 'let go 0.5 s after the agent left')
-  t.ok(k.lines.some((l) => l === 'dapifs-keeper: no agent for 0.5s: letting go of 1 descriptors (their reads now fail instead of waiting)'))
+  t.ok(await until(async () => k.lines.some((l) => l === 'dapifs-keeper: no agent for 0.5s: letting go of 1 descriptors (their reads now fail instead of waiting)')), 'and says so')
 })
 
 t.test('bad arguments: one line naming the flag, exit 2', async (t) => {

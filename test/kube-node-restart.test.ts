@@ -240,7 +240,7 @@ async function main(): Promise<void> {
         await d1.waitFor(/registered with the kubelet/, 0, 60_000)
         const pod = await startReaders(node, 'upgrade', labels)
         t.ok(d1.lines.some((l) => l.startsWith(`dapifs csi: published pod ${NS}/upgrade`) && l.includes(pod.target)), 'driver #1 published the volume')
-        t.ok(keeper.lines.some((l) => l.includes(`keeping ${pod.target}`)), 'the keeper holds its connection')
+        t.ok(await until(async () => keeper.lines.some((l) => l.includes(`keeping ${pod.target}`))), 'the keeper holds its connection')
         await sleep(2000)
         const before = await readers(node, 'upgrade')
 
@@ -368,7 +368,7 @@ async function main(): Promise<void> {
           `${byKubelet ? ' (the kubelet logged its TearDown of it)' : ' (the kubelet logged no TearDown of it)'}`)
         t.same(node.mountsBelow().filter((m) => m.includes(a.uid)), [], 'nothing is left mounted for pod a')
         t.notOk(recordedTargets(node).includes(a.target), "pod a's volume record is gone")
-        t.ok(keeper.lines.some((l) => l.includes(`let go of ${a.target}`)), 'the keeper let go of its connection')
+        t.ok(await until(async () => keeper.lines.some((l) => l.includes(`let go of ${a.target}`))), 'the keeper let go of its connection')
 
         labelsB.rev = '1'
         await patchLabels(node, 'b', labelsB)

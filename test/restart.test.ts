@@ -64,9 +64,14 @@ function readLoops(target: string, seconds: number, bin: string): Promise<Record
   return Promise.all(Object.entries(loops).map(([name, args]) => new Promise<[string, ReaderResult]>((resolve, reject) => {
     const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
+    let err = ''
     p.stdout.setEncoding('utf8').on('data', (d: string) => { out += d })
+    p.stderr.setEncoding('utf8').on('data', (d: string) => { err += d })
     p.on('error', reject)
-    p.on('exit', () => resolve([name, parseReader(out)]))
+    p.on('close', (code, signal) => {
+      if (!out.startsWith('ops ')) reject(new Error(`${name}: the reader printed nothing (exit ${code}, signal ${signal}): ${err}`))
+      else resolve([name, parseReader(out)])
+    })
   }))).then((rs) => Object.fromEntries(rs))
 }
 
@@ -93,13 +98,14 @@ async function main(): Promise<void> {
     const keeperSocket = path.join(dir, 'plugins', 'csi.dapifs.dev', 'keeper.sock')
     const stateDir = path.join(dir, 'plugins', 'csi.dapifs.dev', 'volumes')
     const keeper = await startKeeper(t, keeperSocket)
-    const again = (): Promise<Driver> => startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, dir })
-    let d = await again()
+    let keeperNow = keeper
+    const newDriver = (): Promise<Driver> => startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, dir })
+    let d = await newDriver()
     const labels = { app: 'web', rev: '0' }
     const web = await createPod(k, d, 'web', labels)
     await publish(t, d, web)
     t.equal(await cat(path.join(web.target, 'labels')), formatLabels(labels))
-    t.ok(keeper.lines.some((l) => l === `dapifs-keeper: keeping ${web.target} (1 held)`), 'the keeper holds the mount\'s connection')
+    t.ok(await until(async () => keeper.lines.some((l) => l === `dapifs-keeper: keeping ${web.target} (1 held)`)), 'the keeper holds the mount\'s connection')
     t.equal(readdirSync(stateDir).filter((f) => f.endsWith('.json')).length, 1, 'one volume record')
 
     await t.test('an upgrade: SIGTERM, then a new process, under readers', async (t) => {
@@ -111,7 +117,7 @@ async function main(): Promise<void> {
       t.ok(mounted(web.target), 'the volume is still mounted')
       await new Promise((resolve) => setTimeout(resolve, 500))
       const t0 = performance.now()
-      d = await again()
+      d = await newDriver()
       t.comment(`the new process served again ${(performance.now() - t0).toFixed(0)} ms after it started`)
       t.ok(d.lines.some((l) => l.includes(`took over pod ${NS}/web, volume "podinfo" at ${web.target}`)), 'the new process took the volume over')
       await d.waitFor(/following \d+ pods on node/)
@@ -121,11 +127,11 @@ async function main(): Promise<void> {
       await patchLabels(k, 'web', { rev: '1' })
       t.ok(await until(async () => (await cat(path.join(web.target, 'labels')).catch(() => '')) === formatLabels(labels)), 'flips resume on the new process')
       checkReads(t, await reads, [before, formatLabels(labels)])
-      const again2 = await d.call('Node/NodePublishVolume', {
+      const republish = await d.call('Node/NodePublishVolume', {
         volume_id: web.volumeId, target_path: web.target, readonly: true, volume_context: context('web', web.uid),
         volume_capability: { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
       })
-      t.ok(again2.ok, 'the kubelet\'s publish of the same volume again is a success')
+      t.ok(republish.ok, 'the kubelet\'s publish of the same volume again is a success')
     })
 
     await t.test('a crash: SIGKILL under readers, the pod changes meanwhile', async (t) => {
@@ -136,7 +142,7 @@ async function main(): Promise<void> {
       labels.rev = '2'
       await patchLabels(k, 'web', { rev: '2' })
       await new Promise((resolve) => setTimeout(resolve, 500))
-      d = await again()
+      d = await newDriver()
       t.ok(d.lines.some((l) => l.includes(`took over pod ${NS}/web`)), 'the new process took the volume over')
       t.ok(await until(async () => (await cat(path.join(web.target, 'labels')).catch(() => '')) === formatLabels(labels)), 'and flipped to what the pod says now')
       checkReads(t, await reads, [before, formatLabels(labels)])
@@ -147,7 +153,7 @@ async function main(): Promise<void> {
       await publish(t, d, gone)
       await d.stop('SIGKILL')
       await k.core.deleteNamespacedPod({ name: 'gone', namespace: NS, gracePeriodSeconds: 0 })
-      d = await again()
+      d = await newDriver()
       const line = await d.waitFor(/is gone from the API server: unpublishing/, 0, 30_000)
       t.ok(line.includes(gone.target), line)
       t.ok(await until(async () => !mounted(gone.target)), 'its mount is gone')
@@ -155,18 +161,31 @@ async function main(): Promise<void> {
       t.equal(await cat(path.join(web.target, 'labels')), formatLabels(labels), 'the other pod\'s volume is served')
     })
 
+    await t.test('a restarted keeper is handed every mount again, and a crash after that is taken over', async (t) => {
+      await keeper.stop('SIGKILL') // the agent's own descriptors keep the connection meanwhile
+      const from = d.lines.length
+      const restarted = await startKeeper(t, keeperSocket)
+      await d.waitFor(/the keeper at .* answers: handing it every mount/, from, 10_000)
+      t.ok(await until(async () => restarted.lines.some((l) => l.includes(`keeping ${web.target}`))), 'the new keeper holds the volume\'s connection')
+      await d.stop('SIGKILL')
+      d = await newDriver()
+      t.ok(d.lines.some((l) => l.includes(`took over pod ${NS}/web`)), 'a new process takes it over from the new keeper')
+      t.equal(await cat(path.join(web.target, 'labels')), formatLabels(labels))
+      keeperNow = restarted
+    })
+
     await t.test('after a node restart (no connection kept), records are cleared and a publish mounts afresh', async (t) => {
       await d.stop('SIGKILL')
-      await keeper.stop('SIGKILL') // what a reboot does to the connections...
+      await keeperNow.stop('SIGKILL') // what a reboot does to the connections...
       await run('fusermount', ['-uz', web.target]) // ...and to the mounts
       const keeper2 = await startKeeper(t, keeperSocket)
-      d = await again()
+      d = await newDriver()
       t.ok(d.lines.some((l) => l.includes(`${web.target}: no connection was kept for it`)), 'the record without a connection is cleared')
       t.equal(readdirSync(stateDir).filter((f) => f.endsWith('.json')).length, 0, 'no record is left')
       t.notOk(mounted(web.target), 'nothing is mounted')
       await publish(t, d, web) // the kubelet publishes again for the restarted pod
       t.equal(await cat(path.join(web.target, 'labels')), formatLabels(labels))
-      t.ok(keeper2.lines.some((l) => l.includes(`keeping ${web.target}`)), 'the new keeper holds it')
+      t.ok(await until(async () => keeper2.lines.some((l) => l.includes(`keeping ${web.target}`))), 'the new keeper holds it')
     })
 
     await t.test('with no agent back, the keeper lets go, and reads fail instead of waiting for ever', async (t) => {
@@ -180,7 +199,7 @@ async function main(): Promise<void> {
       const t0 = performance.now()
       const r = parseReader((await run(bin, ['ls', p.target, '1', '4'], { timeoutMs: 20_000 })).stdout.toString())
       t.ok(r.errors > 0 && r.errnos.has(107), `ls fails with ENOTCONN once the keeper let go (${JSON.stringify([...r.errnos])})`)
-      t.ok(keeper3.lines.some((l) => l.includes('no agent for 1s: letting go of 1 descriptors')), 'the keeper said so')
+      t.ok(await until(async () => keeper3.lines.some((l) => l.includes('no agent for 1s: letting go of 1 descriptors'))), 'the keeper said so')
       t.comment(`the reader was answered after ${(performance.now() - t0).toFixed(0)} ms`)
       await run('fusermount', ['-uz', p.target])
     })
