@@ -8,11 +8,11 @@
 // beside the CSI socket. The drivers keep their volume records in the default place too.
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import yaml from 'js-yaml'
 import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver, type V1Pod } from '@kubernetes/client-node'
 import { BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
-import { startDriver, startKeeper } from './fixtures/csi.js'
+import { startDriver, startKeeper, type Driver } from './fixtures/csi.js'
 import { run, until } from './fixtures/daemon.js'
 
 const NS = 'restart'
@@ -186,6 +186,28 @@ async function deletePods(node: Node, names: string[], slow: (line: string) => v
   return problems
 }
 
+/**
+ * After a takeover and a flip: 2 s more of reading, then the container's whole record: no read
+ * failed, it read on after the flip (`after`), and it is the same container, never restarted.
+ */
+async function readersWentOn(t: Test, node: Node, name: string, pod: Started, after: Readers): Promise<void> {
+  await sleep(2000)
+  const end = await readers(node, name)
+  t.comment(`readers: ${describe(end)}`)
+  t.equal(end.failed, 0, 'no read failed, across the whole window')
+  t.same(end.failures, [], 'no failure lines')
+  t.ok(end.reads > after.reads, 'the readers went on after the flip')
+  t.same(await containerOf(node, name), { restarts: 0, id: pod.containerId }, 'the same container, never restarted')
+}
+
+/** Deleting the pod: driver #2 unpublishes the volume it took over, and leaves nothing behind. */
+async function goesWithDriver(t: Test, node: Node, d2: Driver, name: string, pod: Started): Promise<void> {
+  t.same(await deletePods(node, [name]), [], 'the pod goes')
+  t.ok(d2.lines.some((l) => l.startsWith(`dapifs csi: unpublished pod ${NS}/${name}`)), 'driver #2 unpublished the volume it took over')
+  t.same(node.mountsBelow().filter((m) => m.includes(pod.uid)), [], 'nothing is left mounted for it')
+  t.same(recordedTargets(node), [], 'no volume record is left')
+}
+
 async function createDriverObject(node: Node): Promise<void> {
   const storage = node.kc.makeApiClient(StorageV1Api)
   const body = yaml.load(readFileSync('examples/kubernetes/csidriver.yaml', 'utf8')) as V1CSIDriver
@@ -268,18 +290,8 @@ async function main(): Promise<void> {
         t.comment(`the new labels reached the container ${secs(performance.now() - t2)} after the patch`)
         t.ok(d2.lines.some((l) => flipLine(l, 'upgrade')),
           'driver #2 flipped the volume it took over')
-        await sleep(2000)
-        const end = await readers(node, 'upgrade')
-        t.comment(`readers: ${describe(end)}`)
-        t.equal(end.failed, 0, 'no read failed, across the whole window')
-        t.same(end.failures, [], 'no failure lines')
-        t.ok(end.reads > after.reads, 'the readers went on after the flip')
-        t.same(await containerOf(node, 'upgrade'), { restarts: 0, id: pod.containerId }, 'the same container, never restarted')
-
-        t.same(await deletePods(node, ['upgrade']), [], 'the pod goes')
-        t.ok(d2.lines.some((l) => l.startsWith(`dapifs csi: unpublished pod ${NS}/upgrade`)), 'driver #2 unpublished the volume it took over')
-        t.same(node.mountsBelow().filter((m) => m.includes(pod.uid)), [], 'nothing is left mounted for it')
-        t.same(recordedTargets(node), [], 'no volume record is left')
+        await readersWentOn(t, node, 'upgrade', pod, after)
+        await goesWithDriver(t, node, d2, 'upgrade', pod)
       } finally {
         await deletePods(node, ['upgrade'])
       }
@@ -311,18 +323,8 @@ async function main(): Promise<void> {
         const after = await waitForReaders(node, 'crash', (r) => r.last === oneLine(labels))
         t.comment(`the labels patched while no driver ran reached the container ${secs(performance.now() - t1)} after driver #2 started`)
         t.ok(d2.lines.some((l) => flipLine(l, 'crash')), 'driver #2 flipped to them')
-        await sleep(2000)
-        const end = await readers(node, 'crash')
-        t.comment(`readers: ${describe(end)}`)
-        t.equal(end.failed, 0, 'no read failed, across the whole window')
-        t.same(end.failures, [], 'no failure lines')
-        t.ok(end.reads > after.reads, 'the readers went on after the flip')
-        t.same(await containerOf(node, 'crash'), { restarts: 0, id: pod.containerId }, 'the same container, never restarted')
-
-        t.same(await deletePods(node, ['crash']), [], 'the pod goes')
-        t.ok(d2.lines.some((l) => l.startsWith(`dapifs csi: unpublished pod ${NS}/crash`)), 'driver #2 unpublished the volume it took over')
-        t.same(node.mountsBelow().filter((m) => m.includes(pod.uid)), [], 'nothing is left mounted for it')
-        t.same(recordedTargets(node), [], 'no volume record is left')
+        await readersWentOn(t, node, 'crash', pod, after)
+        await goesWithDriver(t, node, d2, 'crash', pod)
       } finally {
         await deletePods(node, ['crash'])
       }

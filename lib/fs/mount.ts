@@ -145,21 +145,21 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
 
 /** A mounted tree. */
 export class Mount {
-  private fuse: Fuse
+  /** Made by mount(): fuse-native reads a takeover's `adopt` in its constructor. */
+  private fuse: Fuse | undefined
   private live = false
   /** Kernel notifications in flight, and who waits for them to come back. */
   private notifying = 0
   private notified: (() => void) | undefined
 
-  constructor(readonly mountpoint: string, private readonly tree: Tree, private readonly opts: MountOptions = {}) {
-    this.fuse = this.make()
-  }
+  constructor(readonly mountpoint: string, private readonly tree: Tree, private readonly opts: MountOptions = {}) {}
 
-  private make(adopt?: { fd: number; known: [string, number][] }): Fuse {
+  private make(): Fuse {
     const { opts } = this
     const cache = String(opts.cacheSeconds ?? 60)
     return new Fuse(this.mountpoint, makeOps(this.tree, opts.onRequest, opts.accept), {
-      ...(adopt ? { adopt } : {}),
+      // The ids the kernel holds are known only now that the tree holds what was served before.
+      ...(opts.adoptFd !== undefined ? { adopt: { fd: opts.adoptFd, known: this.tree.inodes() } } : {}),
       force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
       mkdir: false,
       allowOther: opts.allowOther ?? true,
@@ -185,7 +185,7 @@ export class Mount {
    * sets up one more for every worker libfuse starts.
    */
   threadsSetUp(): number {
-    return this.fuse._threads.size
+    return this.fuse?._threads.size ?? 0
   }
 
   /**
@@ -195,7 +195,7 @@ export class Mount {
    * keeps about 0.4 KB per flip. A file held open keeps its inode, so it reads on.
    */
   forgetEntry(name: string): void {
-    void this.notify((cb) => this.fuse.invalidateRootEntry(name, cb), `forgetting ${name}`)
+    void this.invalidate([name])
   }
 
   /**
@@ -203,10 +203,10 @@ export class Mount {
    * cached targets of the links they were). Resolves once the kernel has them.
    */
   async invalidate(names: string[]): Promise<void> {
-    await Promise.all(names.map((name) => this.notify((cb) => this.fuse.invalidateRootEntry(name, cb), `forgetting ${name}`)))
+    await Promise.all(names.map((name) => this.notify((cb) => this.fuse!.invalidateRootEntry(name, cb), `forgetting ${name}`)))
   }
 
-  /** One notification to the kernel; a no-op before the mount, and with the prebuilt addon. */
+  /** One notification to the kernel; a no-op unless mounted, and with the prebuilt addon. */
   private notify(send: (cb: (res: number) => void) => void, what: string): Promise<void> {
     if (!this.live || !nativeLayer()) return Promise.resolve()
     this.notifying++
@@ -219,13 +219,12 @@ export class Mount {
 
   /** The connection's /dev/fuse descriptor, for the keeper; the mount's own: do not close it. */
   sessionFd(): number {
-    return this.fuse.sessionFd()
+    return this.fuse!.sessionFd()
   }
 
   async mount(): Promise<void> {
-    // The ids the kernel holds are known only once the tree holds what was served before.
-    if (this.opts.adoptFd !== undefined) this.fuse = this.make({ fd: this.opts.adoptFd, known: this.tree.inodes() })
-    await new Promise<void>((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())))
+    const fuse = (this.fuse = this.make())
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
     this.live = true
   }
 
@@ -233,7 +232,9 @@ export class Mount {
     this.live = false
     // A notification written after the channel is closed would go to whatever reuses its fd.
     if (this.notifying > 0) await new Promise<void>((resolve) => { this.notified = resolve })
-    await new Promise<void>((resolve, reject) => this.fuse.unmount((err) => (err ? reject(err) : resolve())))
+    const fuse = this.fuse
+    if (!fuse) return
+    await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
   }
 }
 
