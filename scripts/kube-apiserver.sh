@@ -14,11 +14,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${DAPIFS_CACHE:-$HOME/.cache/dapifs}
 BIN=$CACHE/bin/kube-apiserver-1.20.2
+# Built as Debian builds it, with bookworm's Go 1.19, whatever `go` the PATH has.
+GO=${DAPIFS_GO_1_20:-/usr/lib/go-1.19/bin/go}
 ETCD_PORT=${DAPIFS_ETCD_PORT:-23790}
 API_PORT=${DAPIFS_API_PORT:-26443}
 
 build() {
-  if [ -x "$BIN" ]; then echo "$BIN"; return; fi
+  if [ -x "$BIN" ] && [ "$(cat "$BIN.go" 2>/dev/null)" = "$("$GO" version)" ]; then echo "$BIN"; return; fi
   local tree gopath ld v
   tree=$("$HERE/k8s-source.sh")
   gopath=$CACHE/gopath
@@ -31,8 +33,9 @@ build() {
   for v in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
     ld="$ld -X $v.gitVersion=v1.20.2 -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean"
   done
-  (cd "$gopath/src/k8s.io/kubernetes" && go build -ldflags "$ld" -o "$BIN.tmp" ./cmd/kube-apiserver >&2)
+  (cd "$gopath/src/k8s.io/kubernetes" && "$GO" build -ldflags "$ld" -o "$BIN.tmp" ./cmd/kube-apiserver >&2)
   mv "$BIN.tmp" "$BIN"
+  "$GO" version > "$BIN.go"
   echo "$BIN"
 }
 
@@ -99,7 +102,7 @@ KC
 
 case "${1:-}" in
   build) build ;;
-  built) [ -x "$BIN" ] && echo "$BIN" ;;
+  built) [ -x "$BIN" ] && [ "$(cat "$BIN.go" 2>/dev/null)" = "$("$GO" version)" ] && echo "$BIN" ;;
   up) up "${2:?DIR}" ;;
   down) stop_pid "${2:?DIR}/apiserver.pid"; stop_pid "$2/etcd.pid" ;;
   stop-api) stop_pid "${2:?DIR}/apiserver.pid" ;;

@@ -42,9 +42,13 @@ KUBELET_PORT=${DAPIFS_NODE_KUBELET_PORT:-30250}
 # -tags dockerless leaves out dockershim and cAdvisor's Docker support, which waits 5 s at start-up
 # for a Docker that isn't there; nothing else changes.
 TAGS=dockerless
+# Built as Debian builds it, with bookworm's Go 1.19 (it decides %q's Unicode tables in annotation
+# files), whatever `go` the PATH has.
+GO=${DAPIFS_GO_1_20:-/usr/lib/go-1.19/bin/go}
+STAMP="$TAGS $("$GO" version 2>/dev/null)"
 
 build_kubelet() {
-  [ -x "$KUBELET" ] && [ "$(cat "$KUBELET.tags" 2>/dev/null)" = "$TAGS" ] && return
+  [ -x "$KUBELET" ] && [ "$(cat "$KUBELET.tags" 2>/dev/null)" = "$STAMP" ] && return
   local tree gopath ld v
   tree=$("$HERE/k8s-source.sh")
   gopath=$CACHE/gopath
@@ -56,9 +60,9 @@ build_kubelet() {
   for v in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
     ld="$ld -X $v.gitVersion=v1.20.2 -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean"
   done
-  (cd "$gopath/src/k8s.io/kubernetes" && go build -tags "$TAGS" -ldflags "$ld" -o "$KUBELET.tmp" ./cmd/kubelet >&2)
+  (cd "$gopath/src/k8s.io/kubernetes" && "$GO" build -tags "$TAGS" -ldflags "$ld" -o "$KUBELET.tmp" ./cmd/kubelet >&2)
   mv "$KUBELET.tmp" "$KUBELET"
-  echo "$TAGS" > "$KUBELET.tags"
+  echo "$STAMP" > "$KUBELET.tags"
 }
 
 # mkimage ROOTFS REPO:TAG OUT ENTRYPOINT-JSON CMD-JSON: a one-layer docker-archive tarball.
@@ -112,7 +116,7 @@ build() {
 }
 
 built() {
-  [ -x "$KUBELET" ] && [ "$(cat "$KUBELET.tags" 2>/dev/null)" = "$TAGS" ] && [ -f "$PAUSE_TAR" ] && [ -f "$BUSYBOX_TAR" ] && [ -x "$WATCH" ] &&
+  [ -x "$KUBELET" ] && [ "$(cat "$KUBELET.tags" 2>/dev/null)" = "$STAMP" ] && [ -f "$PAUSE_TAR" ] && [ -f "$BUSYBOX_TAR" ] && [ -x "$WATCH" ] &&
     [ ! "$HERE/inotify-watch.c" -nt "$WATCH" ] && [ ! "$WATCH" -nt "$BUSYBOX_TAR" ] &&
     "$HERE/kube-apiserver.sh" built >/dev/null
 }
