@@ -16,7 +16,8 @@ export class UsageError extends InputError {}
 
 const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--context NAME])
                 [--volume NAME] [--items FILE] [--fs-group GID]
-                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--node-labels KEY=VALUE,...]`
+                [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--node-labels KEY=VALUE,...]
+                [--budget items=N,file=BYTES,volume=BYTES]`
 const USAGE = `usage:
   dapifs mount MOUNTPOINT ${INPUTS}
                 [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify]
@@ -27,10 +28,13 @@ const USAGE = `usage:
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
                 [--registration-dir DIR | --no-registration] [--no-extensions]
-                [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--debug]
+                [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--kubelet-dir DIR]
+                [--budget KEY=VALUE,...] [--node-label-keys KEY,...] [--debug]
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
-      ephemeral inline volume, registered with the kubelet through DIR
-      (default /var/lib/kubelet/plugins_registry). Mounts survive a restart through the
+      ephemeral inline volume, registered with the kubelet through DIR (default
+      plugins_registry in the kubelet's directory, --kubelet-dir, default /var/lib/kubelet).
+      --budget: what a pod may ask for (README, "What a pod can do to the node agent");
+      --node-label-keys: the Node's labels pods may read (default: its zone and region). Mounts survive a restart through the
       keeper (dapifs-keeper) at SOCKET and the records in DIR (default: keeper.sock and
       volumes/ beside the CSI socket). README, "Running in a cluster".
   dapifs demo [MOUNTPOINT]
@@ -49,6 +53,7 @@ const INPUT_OPTIONS = {
   'node-allocatable': { type: 'string' },
   'node-labels': { type: 'string' },
   'fs-group': { type: 'string' },
+  budget: { type: 'string' },
 } as const satisfies ParseArgsConfig['options']
 
 const MOUNT_OPTIONS = {
@@ -83,6 +88,7 @@ function parse(args: string[], options: ParseArgsConfig['options'], maxPositiona
 const FLAG_KEYS: [string, keyof InputFlags][] = [
   ['pod-file', 'podFile'], ['pod', 'pod'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['volume', 'volume'],
   ['items', 'items'], ['node-allocatable', 'nodeAllocatable'], ['node-labels', 'nodeLabels'], ['fs-group', 'fsGroup'],
+  ['budget', 'budget'],
 ]
 
 function inputFlags(v: Values): InputFlags {
@@ -146,7 +152,8 @@ async function render(args: string[]): Promise<void> {
   const projection = flags.podFile !== undefined
     ? renderPod(parsePodText(await readText(flags.podFile, '--pod-file'), flags.podFile), settings, flags.podFile)
     : await clusterPod(flags, settings)
-  process.stdout.write(renderJson(projection))
+  // main's process.exit() would cut a piped output short at the pipe's buffer: wait for it.
+  await new Promise<void>((resolve, reject) => process.stdout.write(renderJson(projection), (e) => (e ? reject(e) : resolve())))
 }
 
 async function mountCommand(args: string[]): Promise<number> {
@@ -174,6 +181,9 @@ const CSI_OPTIONS = {
   keeper: { type: 'string' },
   'no-keeper': { type: 'boolean' },
   'state-dir': { type: 'string' },
+  'kubelet-dir': { type: 'string' },
+  budget: { type: 'string' },
+  'node-label-keys': { type: 'string' },
   debug: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
@@ -181,7 +191,7 @@ async function csi(args: string[]): Promise<number> {
   const [v] = parse(args, CSI_OPTIONS)
   const { csiCommand } = await import('./csi/command.js')
   const flags: import('./csi/command.js').CsiFlags = {}
-  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['state-dir', 'stateDir']] as const) {
+  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['state-dir', 'stateDir'], ['kubelet-dir', 'kubeletDir'], ['budget', 'budget'], ['node-label-keys', 'nodeLabelKeys']] as const) {
     if (typeof v[flag] === 'string') flags[key] = v[flag] as string
   }
   if (v['no-registration']) flags.noRegistration = true
