@@ -6,7 +6,11 @@
 // the same one-line messages as `dapifs render --items`; where a field is wrong the message
 // names it from `volumeAttributes`, as the pod's author wrote it. They may use the extensions
 // (extensions.ts), unless the driver refuses them (`dapifs csi --no-extensions`).
+//
+// The attributes are the pod author's, and the node agent is shared: the `items` text is
+// measured before it is parsed, and YAML anchors are refused (budget.ts).
 
+import { DEFAULT_VOLUME_BUDGET, overBudget, type VolumeBudget } from '../volume/budget.js'
 import { parseManifest } from '../volume/manifest.js'
 import type { DownwardVolume } from '../volume/pod.js'
 import { readDownwardAPISource } from '../volume/pod.js'
@@ -32,12 +36,13 @@ export function volumeNameOf(targetPath: string, fallback: string): string {
 }
 
 function parseAttribute(text: string, where: string): unknown {
-  const docs = parseManifest(text, where)
+  const docs = parseManifest(text, where, { anchors: 'refused' })
   if (docs.length !== 1) throw new InputError(where, `must hold one YAML or JSON value, not ${docs.length}`)
   return docs[0]
 }
 
-export function readVolumeContext(ctx: Record<string, string>, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed'): VolumeRequest {
+export function readVolumeContext(ctx: Record<string, string>, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed',
+  budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): VolumeRequest {
   for (const key of Object.keys(ctx)) {
     if (!key.startsWith(POD_INFO) && !ATTRIBUTES.includes(key)) {
       throw new InputError('volumeAttributes', `unknown attribute ${JSON.stringify(key)} (allowed: ${ATTRIBUTES.join(', ')})`)
@@ -55,10 +60,12 @@ export function readVolumeContext(ctx: Record<string, string>, volumeName: strin
   if (ctx.items === undefined) {
     throw new InputError('volumeAttributes.items', 'is required: the downwardAPI items list, as YAML or JSON (- path: labels\\n  fieldRef: {fieldPath: metadata.labels})')
   }
+  const textBytes = Buffer.byteLength(ctx.items, 'utf8')
+  if (textBytes > budget.itemsText) throw overBudget('volumeAttributes.items', 'is', textBytes, budget.itemsText, 'items-text', 'bytes')
   const source: Record<string, unknown> = { items: parseAttribute(ctx.items, 'volumeAttributes.items') }
   if (!Array.isArray(source.items)) new Shape(source.items, 'volumeAttributes.items').list()
   if (ctx.defaultMode !== undefined) source.defaultMode = parseAttribute(ctx.defaultMode, 'volumeAttributes.defaultMode')
   const volume = readDownwardAPISource(new Shape(source, 'volumeAttributes'), volumeName, extensions)
-  checkVolume(volume)
+  checkVolume(volume, budget)
   return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
 }

@@ -15,7 +15,8 @@ import { Generations, sameContent, type Generation } from '../volume/generation.
 import { volumeOf, type Settings } from '../volume/input.js'
 import { Mount, nativeLayer, type MountOptions } from './mount.js'
 import { withNode, type Pod } from '../volume/pod.js'
-import { project } from '../volume/projection.js'
+import { project, type Projection } from '../volume/projection.js'
+import type { KeptBytes } from './kept.js'
 import type { Allocatable } from '../volume/resource.js'
 import type { PodSink } from '../source/file.js'
 import type { KubeSink } from '../source/kube.js'
@@ -35,6 +36,8 @@ export interface DaemonOptions extends MountOptions {
   noInotify?: boolean
   /** Called after each flip, with the generation now served. */
   flipped?: (gen: Generation) => void
+  /** What this volume keeps of past generations (tree.ts): bytes, for how long, and the node's budget. */
+  kept?: { bytes: number; ms: number; node?: KeptBytes }
 }
 
 export class Daemon implements PodSink, KubeSink {
@@ -52,12 +55,13 @@ export class Daemon implements PodSink, KubeSink {
     const treeOpts: { uid?: number; gid?: number } = {}
     if (opts.uid !== undefined) treeOpts.uid = opts.uid
     if (opts.gid !== undefined) treeOpts.gid = opts.gid
-    this.tree = new Tree({ ...treeOpts, dropped: (name) => this.mount.forgetEntry(name) })
+    const kept = opts.kept ? { keptBytes: opts.kept.bytes, keptMs: opts.kept.ms, ...(opts.kept.node ? { node: opts.kept.node } : {}) } : {}
+    this.tree = new Tree({ ...treeOpts, ...kept, dropped: (name) => this.mount.forgetEntry(name) })
     let shown: Generation | undefined
     this.flipper = new Flipper(this.tree, opts.mountpoint, {
       flipped: (gen) => {
         if (++this.flips % 1000 === 0) this.logMemory()
-        if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).join(', ') || 'modes or group'} changed`)
+        if (shown) opts.say(`flipped to ${gen.name}: ${changedPaths(shown, gen).map((p) => JSON.stringify(p)).join(', ') || 'modes or group'} changed`)
         shown = gen
         opts.flipped?.(gen)
       },
@@ -78,14 +82,22 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   /**
-   * Renders the pod (with its node's allocatable and labels, or else the settings' stand-ins:
-   * --node-allocatable or this machine's, --node-labels); flips if its files differ. Throws
-   * (InputError) if it cannot be rendered.
+   * The files this volume serves for the pod (with its node's allocatable and labels, or else the
+   * settings' stand-ins: --node-allocatable or this machine's, --node-labels). Throws (InputError)
+   * if it cannot be rendered. Changes nothing: serve() does.
    */
-  apply(pod: Pod, allocatable?: Allocatable): boolean {
+  render(pod: Pod, allocatable?: Allocatable): Projection {
     const { settings } = this.opts
-    const opts = { allocatable: allocatable ?? settings.allocatable, ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}) }
-    const projection = project(pod.node ? pod : withNode(pod, settings.node), volumeOf(pod, settings), opts)
+    const opts = {
+      allocatable: allocatable ?? settings.allocatable,
+      ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}),
+      ...(settings.budget ? { budget: settings.budget } : {}),
+    }
+    return project(pod.node ? pod : withNode(pod, settings.node), volumeOf(pod, settings), opts)
+  }
+
+  /** Flips to a rendering if its files differ from the latest generation's; whether it does. */
+  serve(projection: Projection): boolean {
     if (this.latest && sameContent(this.latest.projection, projection)) return false
     let gen: Generation
     do gen = this.generations.create(projection)
@@ -93,6 +105,16 @@ export class Daemon implements PodSink, KubeSink {
     this.latest = gen
     void this.flipper.request(gen)
     return true
+  }
+
+  /** render(), then serve(). */
+  apply(pod: Pod, allocatable?: Allocatable): boolean {
+    return this.serve(this.render(pod, allocatable))
+  }
+
+  /** The latest generation asked for: the one served, or the one on its way. */
+  get latestGeneration(): Generation | undefined {
+    return this.latest
   }
 
   /**
@@ -122,6 +144,7 @@ export class Daemon implements PodSink, KubeSink {
     await this.flipper.idle()
     this.flipper.live = false
     await this.mount.unmount()
+    this.tree.close()
   }
 
   /** Stops flipping, and leaves the mount to whoever holds its connection (the keeper). */
@@ -144,11 +167,16 @@ export class Daemon implements PodSink, KubeSink {
 
   update(pod: Pod, allocatable: Allocatable | undefined): void {
     try {
-      if (!this.apply(pod, allocatable)) log('pod read, files unchanged')
-      this.lastProblem = undefined
+      this.served(this.render(pod, allocatable))
     } catch (e) {
       this.problem((e as Error).message)
     }
+  }
+
+  /** serve(), for a rendering that came in as an update: a problem reported before is over. */
+  served(projection: Projection): void {
+    if (!this.serve(projection)) log('pod read, files unchanged')
+    this.lastProblem = undefined
   }
 
   problem(message: string): void {
@@ -168,7 +196,7 @@ export class Daemon implements PodSink, KubeSink {
   }
 }
 
-/** Paths whose bytes or mode differ between two generations (names only: never contents). */
+/** Paths whose bytes or mode differ between two generations (names only: never contents); "-" before a path that went. */
 function changedPaths(a: Generation | undefined, b: Generation): string[] {
   const old = new Map(a?.projection.files.map((f) => [f.path, f]))
   const out: string[] = []

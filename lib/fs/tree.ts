@@ -11,10 +11,11 @@
 // resolvable for a while (`retainMs`, at most `retainMax` of them) without being listed: a
 // reader that read `..data` just before a flip still finds the directory it was pointed at, as
 // on the kubelet's tmpfs, where the old directory goes only after the rename. After that, the
-// bytes of the last `retainMax` dropped generations can still be read by path (file()), for
-// files held open whose pages the kernel let go: reads come by path, not by open file. Each
-// generation's nodes are built once, at its flip, and never change: lookups on the hot path are a
-// map get.
+// bytes of the last `retainMax` dropped generations can still be read by path (file()) for
+// `keptMs`, for files held open whose pages the kernel let go: reads come by path, not by open
+// file. All of these past generations together keep at most `keptBytes` (the oldest go first),
+// and count towards the node's budget (kept.ts). Each generation's nodes are built once, at its
+// flip, and never change: lookups on the hot path are a map get.
 //
 // Ownership follows the kubelet: everything is owned by `uid`/`gid` (root by default); with
 // an fsGroup, the group of the root, the directories and the files is the fsGroup and
@@ -24,6 +25,7 @@
 import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { Generation } from '../volume/generation.js'
+import type { KeptBytes, KeptHolder } from './kept.js'
 
 export const S_IFDIR = 0o040000
 export const S_IFREG = 0o100000
@@ -50,11 +52,22 @@ export type Node =
 export interface TreeOptions {
   uid?: number
   gid?: number
+  /** How long a replaced generation stays resolvable (5 s). */
   retainMs?: number
+  /** At most this many resolvable, and as many more readable by path (64). */
   retainMax?: number
+  /** How long a dropped generation's bytes stay readable by path (5 min). */
+  keptMs?: number
+  /** Bytes of past generations kept at most, resolvable or not (4 MiB). */
+  keptBytes?: number
+  /** The node's budget, shared by every volume of this process. */
+  node?: KeptBytes
   /** Called when a generation's directory can no longer be looked up. */
   dropped?: (name: string) => void
 }
+
+export const DEFAULT_KEPT_MS = 5 * 60_000
+export const DEFAULT_KEPT_BYTES = 4 * 1024 * 1024
 
 const DIR_SIZE = 4096
 
@@ -102,9 +115,16 @@ function buildNodes(gen: Generation, uid: number, defaultGid: number): Map<strin
   return nodes
 }
 
-interface Built { gen: Generation; nodes: Map<string, Node> }
+interface Built { gen: Generation; nodes: Map<string, Node>; bytes: number }
 
-export class Tree {
+/** The memory a generation's files hold: each buffer once, however many files share it. */
+function bytesOf(gen: Generation): number {
+  let n = 0
+  for (const data of new Set(gen.projection.files.map((f) => f.data))) n += data.length
+  return n
+}
+
+export class Tree implements KeptHolder {
   private readonly uid: number
   private readonly gid: number
   private current: Built | undefined
@@ -119,6 +139,9 @@ export class Tree {
   private tmpLink: Node | undefined
   /** The top-level links, by name; a name keeps its node (and time) across flips. */
   private links = new Map<string, Node>()
+  private readonly keptBytes: number
+  private readonly node: KeptBytes | undefined
+  private readonly leaveNode: () => void
 
   constructor(opts: TreeOptions = {}) {
     this.uid = opts.uid ?? 0
@@ -133,8 +156,41 @@ export class Tree {
         this.dropped?.(name)
       },
     })
-    this.archived = new LRUCache<string, Built>({ max: opts.retainMax ?? 64 })
+    this.archived = new LRUCache<string, Built>({ max: opts.retainMax ?? 64, ttl: opts.keptMs ?? DEFAULT_KEPT_MS, ttlAutopurge: true })
     this.dropped = opts.dropped
+    this.keptBytes = opts.keptBytes ?? DEFAULT_KEPT_BYTES
+    this.node = opts.node
+    this.leaveNode = this.node?.add(this) ?? ((): void => {})
+  }
+
+  /** Bytes of past generations kept now, resolvable or readable by path (KeptHolder). */
+  kept(): number {
+    let n = 0
+    for (const b of this.retained.values()) n += b.bytes
+    for (const b of this.archived.values()) n += b.bytes
+    return n
+  }
+
+  /** Lets go of the oldest past generation: readable by path first, then resolvable (KeptHolder). */
+  shed(): boolean {
+    if (this.archived.size > 0) { this.archived.pop(); return true }
+    if (this.retained.size === 0) return false
+    this.retained.pop() // its dispose moves it to archived, and reports it dropped
+    this.archived.pop()
+    return true
+  }
+
+  /** After a generation was kept: this volume's budget, then the node's. */
+  private enforceKept(): void {
+    while (this.kept() > this.keptBytes && this.shed()) { /* the oldest goes first */ }
+    this.node?.enforce()
+  }
+
+  /** Lets go of everything kept, and of the node's budget (the volume is gone). */
+  close(): void {
+    this.leaveNode()
+    this.retained.clear()
+    this.archived.clear()
   }
 
   /** The current generation: the one ..data points at. */
@@ -164,8 +220,9 @@ export class Tree {
 
   /** 1. The new generation's directory appears; ..data is unchanged. */
   stage(gen: Generation, now = Date.now()): void {
-    if (this.staged && this.staged.gen.name !== gen.name) this.dropped?.(this.staged.gen.name)
-    this.staged = { gen, nodes: buildNodes(gen, this.uid, this.gid) }
+    if (this.staged?.gen.name === gen.name) return // staged already: a name is only ever one generation
+    if (this.staged) this.dropped?.(this.staged.gen.name)
+    this.staged = { gen, nodes: buildNodes(gen, this.uid, this.gid), bytes: bytesOf(gen) }
     this.rebuildRoot(now)
   }
 
@@ -179,12 +236,16 @@ export class Tree {
   commit(now = Date.now()): void {
     const staged = this.staged
     if (!staged) throw new Error('no staged generation to commit')
-    if (this.current && this.current.gen.name !== staged.gen.name) this.retained.set(this.current.gen.name, this.current)
+    const replaced = this.current && this.current.gen.name !== staged.gen.name ? this.current : undefined
     this.current = staged
     this.staged = undefined
     this.dataLink = this.tmpLink ?? this.link(staged.gen.name, now)
     this.tmpLink = undefined
     this.rebuildRoot(now)
+    if (replaced) {
+      this.retained.set(replaced.gen.name, replaced)
+      this.enforceKept()
+    }
   }
 
   /** 4. A top-level link for a first path segment appears or goes. */

@@ -6,6 +6,8 @@
 // attribute for it.
 
 import { randomInt } from 'node:crypto'
+import { overBudget, type VolumeBudget } from './budget.js'
+import { cleanPath, pathProblem } from './itempath.js'
 import type { Projection } from './projection.js'
 
 export interface Generation {
@@ -48,4 +50,40 @@ export function sameContent(a: Projection, b: Projection): boolean {
     const g = b.files[i]!
     return f.path === g.path && f.mode === g.mode && f.data.equals(g.data)
   })
+}
+
+/** A generation directory's name, as Generations.create gives it. */
+export const GENERATION_NAME = /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{1,10}$/
+
+/**
+ * Checks a generation that did not come from this process's own rendering (a record read back
+ * after a restart) as a rendering would have been checked: its name, each path (clean, allowed,
+ * no file where another needs a directory), each mode, its group, and the budgets. Throws an
+ * Error saying what is wrong.
+ */
+export function checkGeneration(gen: Generation, budget: VolumeBudget): void {
+  const fail = (why: string): never => { throw new Error(why) }
+  if (!GENERATION_NAME.test(gen.name)) fail(`${JSON.stringify(gen.name)} is not a generation's name`)
+  if (!Number.isFinite(gen.createdMs)) fail('its time is not a time')
+  const { files, gid } = gen.projection
+  if (gid !== undefined && !(Number.isInteger(gid) && gid >= 0 && gid <= 0xfffffffe)) fail(`group ${gid} is not a group id`)
+  if (files.length > budget.items) fail(overBudget('', 'it has', files.length, budget.items, 'items', 'items').message)
+  const paths = new Set<string>()
+  let total = 0
+  for (const f of files) {
+    const where = `file ${JSON.stringify(f.path)}`
+    const problem = pathProblem(f.path)
+    if (problem) fail(`${where}: path ${problem}`)
+    if (cleanPath(f.path) !== f.path) fail(`${where}: is not a clean path`)
+    if (paths.has(f.path)) fail(`${where}: is there twice`)
+    paths.add(f.path)
+    if (!Number.isInteger(f.mode) || f.mode < 0 || f.mode > 0o777) fail(`${where}: mode ${f.mode} is not a file mode`)
+    if (f.data.length > budget.file) fail(overBudget(where, 'has', f.data.length, budget.file, 'file', 'bytes').message)
+    total += f.data.length
+  }
+  if (total > budget.volume) fail(overBudget('', 'it has', total, budget.volume, 'volume', 'bytes').message)
+  for (const p of paths) {
+    const parts = p.split('/')
+    for (let i = 1; i < parts.length; i++) if (paths.has(parts.slice(0, i).join('/'))) fail(`file ${JSON.stringify(p)}: is below another file`)
+  }
 }

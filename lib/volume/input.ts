@@ -3,6 +3,7 @@
 // or flag.
 
 import { readFile } from 'node:fs/promises'
+import { DEFAULT_VOLUME_BUDGET, VOLUME_BUDGET_KEYS, parseBudgetFlag, type VolumeBudget } from './budget.js'
 import { machineAllocatable, parseAllocatableFlag, parseNodeLabelsFlag } from './allocatable.js'
 import { readsNode } from './extensions.js'
 import { parseSingle } from './manifest.js'
@@ -21,6 +22,7 @@ export interface InputFlags {
   nodeAllocatable?: string
   nodeLabels?: string
   fsGroup?: string
+  budget?: string
 }
 
 /** Everything but the pod: fixed for the life of a mount. */
@@ -31,6 +33,8 @@ export interface Settings {
   fsGroup?: number
   /** The Node's labels for a pod file (--node-labels); a cluster pod's come from its Node. */
   node?: NodeView
+  /** What a volume may ask for (--budget); DEFAULT_VOLUME_BUDGET when absent. */
+  budget?: VolumeBudget
 }
 
 export async function readText(file: string, flag: string): Promise<string> {
@@ -60,7 +64,7 @@ export async function readPodFile(file: string): Promise<Pod> {
   return parsePodText(await readText(file, '--pod-file'), file)
 }
 
-export async function readItemsFile(file: string): Promise<DownwardVolume> {
+export async function readItemsFile(file: string, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): Promise<DownwardVolume> {
   const text = await readText(file, '--items')
   return prefixed(file, () => {
     const raw = parseSingle(text, file, 'a DownwardAPIVolumeSource', (d) => isObj(d) && 'items' in d)
@@ -68,7 +72,7 @@ export async function readItemsFile(file: string): Promise<DownwardVolume> {
     s.obj()
     if (!s.field('items').present) s.field('items').fail('is required: a DownwardAPIVolumeSource is {items: [...], defaultMode: ...}')
     const v = readDownwardAPISource(s, '--items', 'allowed')
-    checkVolume(v)
+    checkVolume(v, budget)
     return v
   })
 }
@@ -86,7 +90,8 @@ export async function readSettings(flags: InputFlags): Promise<Settings> {
   const settings: Settings = {
     allocatable: flags.nodeAllocatable !== undefined ? parseAllocatableFlag(flags.nodeAllocatable) : machineAllocatable(),
   }
-  if (flags.items !== undefined) settings.items = await readItemsFile(flags.items)
+  if (flags.budget !== undefined) settings.budget = parseBudgetFlag(flags.budget, VOLUME_BUDGET_KEYS, DEFAULT_VOLUME_BUDGET)
+  if (flags.items !== undefined) settings.items = await readItemsFile(flags.items, settings.budget)
   if (flags.volume !== undefined) settings.volumeName = flags.volume
   if (flags.fsGroup !== undefined) settings.fsGroup = parseId(flags.fsGroup, '--fs-group')
   if (flags.nodeLabels !== undefined) {

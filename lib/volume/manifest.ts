@@ -29,11 +29,28 @@ const yaml11Int = new yaml.Type('tag:yaml.org,2002:int', {
 
 const SCHEMA = yaml.DEFAULT_SCHEMA.extend({ implicit: [yaml11Int] })
 
-/** Every document in a YAML or JSON text (empty documents dropped). */
-export function parseManifest(text: string, where: string): Json[] {
+/** Thrown from js-yaml's listener at the first anchor, which ends the parse there. */
+class AnchorRefused extends Error {}
+
+/**
+ * Every document in a YAML or JSON text (empty documents dropped). `anchors: 'refused'` stops at
+ * the first anchor (`&a`), and so before any alias (`*a`) to it: for text from a pod author,
+ * where a few lines of aliases would stand for thousands of items.
+ */
+export function parseManifest(text: string, where: string, opts: { anchors?: 'refused' } = {}): Json[] {
+  const listener = opts.anchors === 'refused'
+    ? (event: yaml.EventType, state: yaml.State): void => {
+      // js-yaml's State type leaves out the node's anchor, which its loader sets on every node.
+      const anchor = (state as unknown as { anchor: string | null }).anchor
+      if (event === 'close' && anchor !== null) throw new AnchorRefused(anchor)
+    }
+    : undefined
   try {
-    return yaml.loadAll(text, null, { schema: SCHEMA, filename: where }).filter((d) => d !== null && d !== undefined)
+    return yaml.loadAll(text, null, { schema: SCHEMA, filename: where, ...(listener ? { listener } : {}) }).filter((d) => d !== null && d !== undefined)
   } catch (e) {
+    if (e instanceof AnchorRefused) {
+      throw new InputError(where, `YAML anchors and aliases (&${e.message}, *${e.message}) are not allowed here: write each item out`)
+    }
     const msg = e instanceof yaml.YAMLException ? e.reason + (e.mark ? ` at line ${e.mark.line + 1}, column ${e.mark.column + 1}` : '') : String(e)
     throw new InputError(where, `not valid YAML or JSON: ${msg}`)
   }

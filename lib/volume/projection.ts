@@ -13,7 +13,13 @@
 //     not parse, say) fails too, once its items have rendered: no kubelet ever sees such a pod.
 // dapifs's own item lists (volume.extensions) may also use the extensions (extensions.ts), or,
 // when they are refused, name them in the error; a pod's own volume is the kubelet's alone.
+//
+// Budgets (budget.ts): a volume with too many items is refused before any is read, and one whose
+// files are too large before their bytes are built. Each distinct item (the same field, format,
+// or resource and divisor) is rendered once, however often the list repeats it, and the files it
+// gives share their bytes: a thousand copies of `metadata.annotations` cost one.
 
+import { DEFAULT_VOLUME_BUDGET, overBudget, type VolumeBudget } from './budget.js'
 import { checkFieldRef, extractFieldPath } from './fieldpath.js'
 import { checkExtensionItem, extensionOf, extractExtension } from './extensions.js'
 import { cleanPath, pathProblem } from './itempath.js'
@@ -43,6 +49,8 @@ export interface ProjectOptions {
   allocatable: Allocatable
   /** Overrides the pod's spec.securityContext.fsGroup. */
   fsGroup?: number
+  /** DEFAULT_VOLUME_BUDGET when absent. */
+  budget?: VolumeBudget
 }
 
 const modeOk = (m: number): boolean => Number.isInteger(m) && m >= 0 && m <= 0o777
@@ -56,7 +64,10 @@ function itemError(volume: DownwardVolume, item: VolumeItem, problem: string): I
  * Checks what does not depend on the pod's data: paths, modes, field paths, resources and
  * divisors. A volume that passes can still fail on a pod (a container that is not there).
  */
-export function checkVolume(volume: DownwardVolume): void {
+export function checkVolume(volume: DownwardVolume, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): void {
+  if (volume.items.length > budget.items) {
+    throw overBudget(`volume ${JSON.stringify(volume.name)}`, 'has', volume.items.length, budget.items, 'items', 'items')
+  }
   if (volume.defaultMode !== undefined && !modeOk(volume.defaultMode)) {
     throw new InputError(`volume ${JSON.stringify(volume.name)}, defaultMode`, `${volume.defaultMode}: ${MODE_PROBLEM}`)
   }
@@ -94,27 +105,51 @@ export function checkVolume(volume: DownwardVolume): void {
   }
 }
 
+/** What makes two items render the same text (the path and mode aside). */
+function renderKey(item: VolumeItem): string {
+  if (item.fieldRef) return JSON.stringify(['f', item.fieldRef.fieldPath, item.fieldRef.apiVersion, item.format ?? null])
+  const r = item.resourceFieldRef!
+  return JSON.stringify(['r', r.containerName, r.resource, r.divisor ?? null])
+}
+
 export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions): Projection {
-  checkVolume(volume)
+  const budget = opts.budget ?? DEFAULT_VOLUME_BUDGET
+  checkVolume(volume, budget)
   const defaultMode = volume.defaultMode ?? DEFAULT_MODE
   const fsGroup = opts.fsGroup ?? pod.fsGroup
-  const byPath = new Map<string, ProjectedFile>()
+  const rendered = new Map<string, { text: string; size: number; data?: Buffer } | Error>()
+  const byPath = new Map<string, { path: string; text: { text: string; size: number; data?: Buffer }; mode: number }>()
   for (const item of volume.items) {
-    let text: string
-    try {
-      text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.allocatable)
-        : volume.extensions === 'allowed' ? extractExtension(pod, { ...item, fieldRef: item.fieldRef })
-          : extractFieldPath(pod, item.fieldRef.fieldPath)
-    } catch (e) {
-      if (e instanceof InputError) throw e
-      throw itemError(volume, item, (e as Error).message)
+    const key = renderKey(item)
+    let r = rendered.get(key)
+    if (r === undefined) {
+      try {
+        const text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.allocatable)
+          : volume.extensions === 'allowed' ? extractExtension(pod, { ...item, fieldRef: item.fieldRef })
+            : extractFieldPath(pod, item.fieldRef.fieldPath)
+        r = { text, size: Buffer.byteLength(text, 'utf8') }
+      } catch (e) {
+        r = e as Error
+      }
+      rendered.set(key, r)
+    }
+    if (r instanceof InputError) throw r
+    if (r instanceof Error) throw itemError(volume, item, r.message)
+    if (r.size > budget.file) {
+      throw overBudget(`volume ${JSON.stringify(volume.name)}, item ${JSON.stringify(item.path)}`, 'renders', r.size, budget.file, 'file', 'bytes')
     }
     let mode = item.mode ?? defaultMode
     if (fsGroup !== undefined) mode |= 0o440
     const path = cleanPath(item.path)
-    byPath.set(path, { path, data: Buffer.from(text, 'utf8'), mode })
+    byPath.set(path, { path, text: r, mode })
   }
+  let total = 0
+  for (const f of byPath.values()) total += f.text.size
+  if (total > budget.volume) throw overBudget(`volume ${JSON.stringify(volume.name)}`, 'renders', total, budget.volume, 'volume', 'bytes')
   if (pod.invalid) throw pod.invalid
-  const files = [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)))
+  const files = [...byPath.values()]
+    .map((f) => ({ key: Buffer.from(f.path), file: { path: f.path, data: (f.text.data ??= Buffer.from(f.text.text, 'utf8')), mode: f.mode } }))
+    .sort((a, b) => Buffer.compare(a.key, b.key))
+    .map((f) => f.file)
   return fsGroup !== undefined ? { files, gid: fsGroup } : { files }
 }
