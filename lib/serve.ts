@@ -7,6 +7,7 @@
 
 import { readFile } from 'node:fs/promises'
 import createDebug from 'debug'
+import { oneLine } from './logline.js'
 import { Daemon } from './fs/daemon.js'
 import { readPodFile, readSettings, volumeOf, type InputFlags } from './volume/input.js'
 import { fuseNativeBuild, nativeLayer } from './fs/mount.js'
@@ -28,7 +29,7 @@ export interface ServeFlags extends InputFlags {
   countRequests?: boolean
 }
 
-export const say = (line: string): void => { process.stderr.write(`dapifs: ${line}\n`) }
+export const say = (line: string): void => { process.stderr.write(`dapifs: ${oneLine(line)}\n`) }
 
 /** allow_other needs root, or user_allow_other in /etc/fuse.conf. */
 async function canAllowOther(): Promise<boolean> {

@@ -205,9 +205,9 @@ t.test('the CSI driver answers INVALID_ARGUMENT for such a pod, naming container
     byUid: (uid: string) => (uid === 'u-1' ? { namespace: 'shop', name: 'web-1', uid, pod: bad } : undefined),
     byName: () => undefined,
   } as unknown as NodeSource
-  const volumes = new Volumes({ say: () => {}, allowOther: false, extensions: true })
-  volumes.follow(source)
   const dir = scratch(t)
+  const volumes = new Volumes({ say: () => {}, allowOther: false, extensions: true, kubeletDir: dir })
+  volumes.follow(source)
   const target = path.join(dir, 'pods', 'u-1', 'volumes', 'kubernetes.io~csi', 'podinfo', 'mount')
   const err = await volumes.publish({
     volume_id: 'v1', target_path: target,
@@ -274,7 +274,7 @@ t.test('a mount of every extension; the pod IP arrives after the mount, with ino
   const w = await watchDir(t, d.mnt)
   const mark = d.lines.length
   writePod(podFile, POD)
-  await d.waitFor(/flipped to \.\.\d{4}_.*: podIP, podIPs changed$/, mark)
+  await d.waitFor(/flipped to \.\.\d{4}_.*: "podIP", "podIPs" changed$/, mark)
   t.equal(await cat(path.join(d.mnt, 'podIP')), '10.1.2.3', 'the pod IP, once assigned')
   t.equal(await cat(path.join(d.mnt, 'podIPs')), '10.1.2.3\nfd00::3')
   t.not(await dataTarget(d.mnt), before, '..data flipped')

@@ -1,7 +1,8 @@
 // The extensions against a real kube-apiserver (1.20.2): `dapifs mount --pod` with --items, and
 // the CSI driver, serving every extension; the pod IP arriving after the mount (a status patch,
 // as the kubelet makes it) and a change of the Node's labels flip the volume, and an inotify
-// watcher sees the atomic writer's events; `dapifs csi --no-extensions` refuses them by name.
+// watcher sees the atomic writer's events; `dapifs csi --no-extensions` refuses them by name; the
+// CSI driver lets pods read only their Node's topology labels unless --node-label-keys says more.
 import t, { type Test } from 'tap'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
@@ -38,8 +39,12 @@ const podBody = (name: string) => ({
   spec: { nodeName: NODE, serviceAccountName: 'shop-sa', containers: [{ name: 'main', image: 'nginx:1.25' }] },
 })
 
-/** What each file holds, once the pod has its addresses (before: podIP and podIPs are empty). */
-function want(name: string, zone: string): Record<string, string> {
+/**
+ * What each file holds, once the pod has its addresses (before: podIP and podIPs are empty). The
+ * Node's labels are all of them through `dapifs mount --pod` (the user's own credentials), and
+ * only its topology labels through the CSI driver by default.
+ */
+function want(name: string, zone: string, nodeLabels: 'all' | 'topology' = 'all'): Record<string, string> {
   const owner = { apiVersion: 'apps/v1', controller: true, kind: 'ReplicaSet', name: `${name}-rs`, uid: '11111111-2222-3333-4444-555555555555' }
   return {
     node: NODE,
@@ -53,8 +58,8 @@ function want(name: string, zone: string): Record<string, string> {
     'labels.json': `{"app":"${name}"}`,
     image: 'nginx:1.25',
     zone,
-    'node-labels': `kubernetes.io/hostname="node-1"\ntopology.kubernetes.io/zone="${zone}"`,
-    'node-labels.json': `{"kubernetes.io/hostname":"node-1","topology.kubernetes.io/zone":"${zone}"}`,
+    'node-labels': nodeLabels === 'all' ? `kubernetes.io/hostname="node-1"\ntopology.kubernetes.io/zone="${zone}"` : `topology.kubernetes.io/zone="${zone}"`,
+    'node-labels.json': nodeLabels === 'all' ? `{"kubernetes.io/hostname":"node-1","topology.kubernetes.io/zone":"${zone}"}` : `{"topology.kubernetes.io/zone":"${zone}"}`,
   }
 }
 
@@ -70,21 +75,21 @@ const assignIPs = (k: Cluster, name: string) => k.core.patchNamespacedPodStatus(
 const FLIP = ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data']
 
 /** Reads every file; the pod IP files are empty until the IPs are assigned. */
-async function checkFiles(t: Test, dir: string, name: string, zone: string, ips: boolean): Promise<void> {
-  for (const [p, w] of Object.entries(want(name, zone))) {
+async function checkFiles(t: Test, dir: string, name: string, zone: string, ips: boolean, nodeLabels: 'all' | 'topology' = 'all'): Promise<void> {
+  for (const [p, w] of Object.entries(want(name, zone, nodeLabels))) {
     const empty = !ips && (p === 'podIP' || p === 'podIPs' || p === 'hostIP' || p === 'hostIPs')
     t.equal(await cat(path.join(dir, p)), empty ? '' : w, `${p}${empty ? ': empty until assigned' : ''}`)
   }
 }
 
 /** The pod IP arrives after the mount: one flip, seen by inotify; then a Node label changes. */
-async function ipsArrive(t: Test, k: Cluster, dir: string, name: string): Promise<void> {
-  await checkFiles(t, dir, name, 'eu-1a', false)
+async function ipsArrive(t: Test, k: Cluster, dir: string, name: string, nodeLabels: 'all' | 'topology' = 'all'): Promise<void> {
+  await checkFiles(t, dir, name, 'eu-1a', false, nodeLabels)
   const before = await dataTarget(dir)
   const w = await watchDir(t, dir)
   await assignIPs(k, name)
   t.ok(await until(async () => (await cat(path.join(dir, 'podIP'))) === '10.244.0.7'), 'the pod IP, once the status has it')
-  await checkFiles(t, dir, name, 'eu-1a', true)
+  await checkFiles(t, dir, name, 'eu-1a', true, nodeLabels)
   t.not(await dataTarget(dir), before, '..data flipped')
   t.ok(await until(async () => w.events().length >= 3, 5000))
   t.same(w.events(), FLIP, 'an inotify watcher sees the flip')
@@ -116,7 +121,7 @@ async function main(): Promise<void> {
       await k.core.patchNode({ name: NODE, body: [{ op: 'replace', path: '/metadata/labels/topology.kubernetes.io~1zone', value: 'eu-1b' }] })
       t.ok(await until(async () => (await cat(path.join(d.mnt, 'zone'))) === 'eu-1b'), 'a Node label change arrives')
       await checkFiles(t, d.mnt, 'web', 'eu-1b', true)
-      t.match(await d.waitFor(/flipped/, mark), /: node-labels, node-labels\.json, zone changed$/)
+      t.match(await d.waitFor(/flipped/, mark), /: "node-labels", "node-labels\.json", "zone" changed$/)
       t.ok(await until(async () => w.events().length >= 3, 5000))
       t.same(w.events(), FLIP)
       w.stop()
@@ -140,9 +145,29 @@ async function main(): Promise<void> {
       const r = await drv.call('Node/NodePublishVolume', req)
       t.ok(r.ok, r.details ?? 'ok')
       t.equal(await cat(path.join(target, 'labels')), 'app="api"', 'a kubelet field beside them')
-      await ipsArrive(t, k, target, 'api')
+      await ipsArrive(t, k, target, 'api', 'topology')
       t.ok((await drv.call('Node/NodeUnpublishVolume', { volume_id: req.volume_id, target_path: target })).ok)
       t.notOk(mounted(target))
+
+      // The Node's other labels: refused by name by default, served when the operator allows them.
+      const hostnameItem = `- {path: host, fieldRef: {fieldPath: "node.metadata.labels['kubernetes.io/hostname']"}}`
+      const ht = drv.target(uid, 'hostname')
+      const hostname = await drv.call('Node/NodePublishVolume', { ...req, target_path: ht, volume_context: { ...ctx, items: hostnameItem } })
+      t.equal(hostname.code, grpc.status.INVALID_ARGUMENT)
+      t.equal(hostname.details, 'volume "hostname", item "host": node label "kubernetes.io/hostname" is not one this driver lets pods read (it serves topology.kubernetes.io/zone, topology.kubernetes.io/region: dapifs csi --node-label-keys)')
+      t.notOk(mounted(ht), 'nothing mounted')
+      const open = await startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, args: ['--node-label-keys', '*'] })
+      const ot = open.target(uid, 'open')
+      const all = await open.call('Node/NodePublishVolume', { ...req, target_path: ot })
+      t.ok(all.ok, all.details ?? 'ok')
+      t.equal(await cat(path.join(ot, 'node-labels')), 'kubernetes.io/hostname="node-1"\ntopology.kubernetes.io/zone="eu-1a"', "--node-label-keys '*': every label")
+      t.ok((await open.call('Node/NodeUnpublishVolume', { volume_id: req.volume_id, target_path: ot })).ok)
+      const closed = await startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, args: ['--node-label-keys', ''] })
+      const none = await closed.call('Node/NodePublishVolume', { ...req, target_path: closed.target(uid, 'closed') })
+      t.equal(none.details, 'volume "closed", item "zone": node label "topology.kubernetes.io/zone" is not one this driver lets pods read (it serves none: dapifs csi --node-label-keys)', "--node-label-keys '': none")
+      const bad = await run(process.execPath, ['dist/main.js', 'csi', '--endpoint', 'unix:///tmp/x.sock', '--node-name', NODE, '--node-label-keys', 'a b'])
+      t.equal(bad.code, 2)
+      t.match(bad.stderr, /^dapifs: --node-label-keys: "a b" is not a label key: name part must consist of alphanumeric characters, .* \(or '\*' for every key, '' for none\)\n$/)
 
       const strict = await startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, args: ['--no-extensions'] })
       t.match(strict.lines.join('\n'), /extensions refused \(--no-extensions\)/, 'the driver says so when it starts')

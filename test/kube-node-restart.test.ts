@@ -135,7 +135,7 @@ function readerPod(node: Node, name: string, labels: Record<string, string>): V1
 }
 
 /** The driver's line for a flip of the pod's volume that changed its labels. */
-const flipLine = (l: string, pod: string): boolean => l.startsWith(`dapifs csi: pod ${NS}/${pod}, volume "podinfo": flipped to `) && /: .*\blabels\b.* changed$/.test(l)
+const flipLine = (l: string, pod: string): boolean => l.startsWith(`dapifs csi: pod ${NS}/${pod}, volume "podinfo": flipped to `) && /: .*"labels".* changed$/.test(l)
 
 interface Started { uid: string; containerId: string; target: string }
 

@@ -143,7 +143,7 @@ t.test('a flip: new bytes through labels and ..data; the old generation goes awa
   const before = await dataTarget(d.mnt)
   const from = d.lines.length
   writePod(podFile, POD({ app: 'web', version: 'v2' }))
-  await d.waitFor(/flipped to \.\.\S+: labels changed$/, from)
+  await d.waitFor(/flipped to \.\.\S+: "labels" changed$/, from)
   t.equal(await cat(path.join(d.mnt, 'labels')), 'app="web"\nversion="v2"')
   const after = await dataTarget(d.mnt)
   t.not(after, before, '..data points at a new directory')

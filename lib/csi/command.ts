@@ -12,6 +12,10 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import createDebug from 'debug'
+import { oneLine } from '../logline.js'
+import { AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET, parseBudgetFlag } from '../volume/budget.js'
+import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extensions.js'
+import { qualifiedNameErrors } from '../volume/fieldpath.js'
 import { InputError } from '../volume/shape.js'
 import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
 import { nativeLayer } from '../fs/mount.js'
@@ -33,12 +37,18 @@ export interface CsiFlags {
   noKeeper?: boolean
   /** Where volume records are kept (default: volumes/ beside the CSI socket). */
   stateDir?: string
+  /** The kubelet's root directory (its --root-dir). */
+  kubeletDir?: string
+  /** --budget KEY=VALUE,... (volume/budget.ts). */
+  budget?: string
+  /** --node-label-keys KEY,... | '*' | '' (extensions.ts, DEFAULT_NODE_LABEL_KEYS). */
+  nodeLabelKeys?: string
   debug?: boolean
 }
 
-export const DEFAULT_REGISTRATION_DIR = '/var/lib/kubelet/plugins_registry'
+export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet'
 
-const say = (line: string): void => { process.stderr.write(`dapifs csi: ${line}\n`) }
+const say = (line: string): void => { process.stderr.write(`dapifs csi: ${oneLine(line)}\n`) }
 
 function version(): string {
   try {
@@ -50,6 +60,18 @@ function version(): string {
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/
 
+/** `--node-label-keys`: label keys (KEY,...), '*' for all of them, '' for none. */
+function parseNodeLabelKeys(text: string): NodeLabelKeys {
+  if (text.trim() === '*') return 'all'
+  const keys = new Set<string>()
+  for (const key of text.split(',').map((k) => k.trim()).filter(Boolean)) {
+    const errs = qualifiedNameErrors(key)
+    if (errs.length > 0) throw new InputError('--node-label-keys', `${JSON.stringify(key)} is not a label key: ${errs.join(';')} (or '*' for every key, '' for none)`)
+    keys.add(key)
+  }
+  return keys
+}
+
 export async function csiCommand(flags: CsiFlags): Promise<number> {
   if (flags.endpoint === undefined) throw new InputError('--endpoint', 'is required: unix:///var/lib/kubelet/plugins/csi.dapifs.dev/csi.sock, the socket the kubelet dials')
   const socket = socketPath(flags.endpoint)
@@ -60,6 +82,10 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   if (flags.noKeeper && flags.keeper !== undefined) throw new InputError('--no-keeper', 'cannot be combined with --keeper')
   if (flags.keeper !== undefined && !path.isAbsolute(flags.keeper)) throw new InputError('--keeper', `${JSON.stringify(flags.keeper)} is not an absolute path (the keeper's unix socket)`)
   if (flags.stateDir !== undefined && !path.isAbsolute(flags.stateDir)) throw new InputError('--state-dir', `${JSON.stringify(flags.stateDir)} is not an absolute path`)
+  if (flags.kubeletDir !== undefined && !path.isAbsolute(flags.kubeletDir)) throw new InputError('--kubelet-dir', `${JSON.stringify(flags.kubeletDir)} is not an absolute path (the kubelet's --root-dir)`)
+  const kubeletDir = path.resolve(flags.kubeletDir ?? DEFAULT_KUBELET_DIR)
+  const budget = flags.budget === undefined ? DEFAULT_AGENT_BUDGET : parseBudgetFlag(flags.budget, AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET)
+  const nodeLabelKeys = flags.nodeLabelKeys === undefined ? new Set(DEFAULT_NODE_LABEL_KEYS) : parseNodeLabelKeys(flags.nodeLabelKeys)
   if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const nodeName = flags.nodeName
 
@@ -73,7 +99,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
   volumes = new Volumes({
     say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
-    store, ...(keeper ? { keeper } : {}),
+    store, ...(keeper ? { keeper } : {}), kubeletDir, budget, nodeLabelKeys,
   })
   // Before anything else, and before the Kubernetes client loads (seconds, on a busy node): a
   // restart's pause, for the pods' readers, lasts until their volumes are served again.
@@ -92,7 +118,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
     await keeper?.start()
     await csi.listen(socket)
     if (!flags.noRegistration) {
-      registration = new RegistrationServer(flags.registrationDir ?? DEFAULT_REGISTRATION_DIR, socket, (ok, error) => {
+      registration = new RegistrationServer(flags.registrationDir ?? path.join(kubeletDir, 'plugins_registry'), socket, (ok, error) => {
         say(ok ? `registered with the kubelet as ${DRIVER_NAME}` : `the kubelet refused the registration: ${error}`)
       })
       await registration.listen()

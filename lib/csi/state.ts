@@ -1,23 +1,33 @@
 // What the node agent keeps on disk about each published volume, so that the next agent (after an
-// upgrade, a crash, a kill) can serve it again: one small JSON file per target, in the state
-// directory (by default beside the CSI socket, in the kubelet's plugin directory).
+// upgrade, a crash, a kill) can serve it again: in the state directory (by default beside the CSI
+// socket, in the kubelet's plugin directory), per target,
 //
-//   volumeId, target       the publish call's
-//   volumeContext          the publish call's volume_context: the items and the pod's identity
-//   seen                   when the agent first saw the pod (its kubernetes.io/config.seen), kept
-//                          so that a restart does not change the annotations a volume shows
-//   generation             the generation the mount serves: its name and files
+//   <key>.json        the record: small, rewritten at publish and at every flip
+//     volumeId, target    the publish call's
+//     volumeContext       the publish call's volume_context: the items and the pod's identity
+//     seen                when the agent first saw the pod (its kubernetes.io/config.seen), kept
+//                         so that a restart does not change the annotations a volume shows
+//     generation          the generation the mount serves: its name, and each file's path, mode,
+//                         size and the SHA-256 of its bytes
+//   <key>/<sha256>    the bytes, one file per distinct content: written once, when a generation
+//                     first has them, and removed when no recorded generation has them any more
 //
 // The generation is there because the kernel may hold pages, attributes and ids of its files:
 // the next agent must answer for exactly that directory, with exactly those bytes, until the pod
-// says otherwise (then it flips, as ever). Each file is replaced atomically (written aside, then
-// renamed), at publish and at every flip, and removed at unpublish. A record that cannot be read
-// is reported and skipped: its volume is then served again only when the kubelet publishes it.
+// says otherwise (then it flips, as ever). A flip that changes one label writes that file's new
+// bytes and a record of paths and hashes, not the whole volume again; a thousand items with the
+// same bytes are one file. The record is replaced atomically (written aside, then renamed) after
+// the bytes it names are written, and bytes are removed only after a record that no longer names
+// them: what is on disk is always whole. A record that cannot be read, or whose bytes are missing
+// or do not match their hashes, is reported and skipped: its volume is then served again only
+// when the kubelet publishes it. Records of the previous format (version 1: the bytes inline, in
+// base64) are still read, so that an upgrade takes its volumes over.
 
 import { createHash } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Generation } from '../volume/generation.js'
+import type { ProjectedFile } from '../volume/projection.js'
 
 export interface VolumeRecord {
   volumeId: string
@@ -27,42 +37,68 @@ export interface VolumeRecord {
   generation: Generation
 }
 
+interface StoredFile { path: string; mode: number; size: number; sha256: string }
+
 interface StoredGeneration {
   name: string
   createdMs: number
   gid?: number
-  files: { path: string; mode: number; data: string }[]
+  files: StoredFile[]
 }
 
-const VERSION = 1
+const VERSION = 2
+
+/** Each buffer's hash, computed once however many records name it. */
+const hashes = new WeakMap<Buffer, string>()
+function sha256(data: Buffer): string {
+  let h = hashes.get(data)
+  if (h === undefined) hashes.set(data, h = createHash('sha256').update(data).digest('hex'))
+  return h
+}
 
 export class VolumeStore {
+  /** The hashes each target's directory holds, as this process wrote or read them. */
+  private readonly stored = new Map<string, Set<string>>()
+
   constructor(readonly dir: string) {}
 
-  private file(target: string): string {
-    return path.join(this.dir, `${createHash('sha256').update(target).digest('hex').slice(0, 32)}.json`)
+  private key(target: string): string {
+    return createHash('sha256').update(target).digest('hex').slice(0, 32)
   }
 
   async save(r: VolumeRecord): Promise<void> {
     const g = r.generation
-    const generation: StoredGeneration = {
-      name: g.name,
-      createdMs: g.createdMs,
-      ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}),
-      files: g.projection.files.map((f) => ({ path: f.path, mode: f.mode, data: f.data.toString('base64') })),
+    const key = this.key(r.target)
+    const blobs = path.join(this.dir, key)
+    const files: StoredFile[] = g.projection.files.map((f) => ({ path: f.path, mode: f.mode, size: f.data.length, sha256: sha256(f.data) }))
+    const before = this.stored.get(r.target) ?? new Set<string>()
+    const after = new Set(files.map((f) => f.sha256))
+    await mkdir(blobs, { recursive: true, mode: 0o700 })
+    const written = new Set<string>()
+    for (const f of g.projection.files) {
+      const h = sha256(f.data)
+      if (before.has(h) || written.has(h)) continue
+      await writeFile(path.join(blobs, `${h}.tmp`), f.data, { mode: 0o600 })
+      await rename(path.join(blobs, `${h}.tmp`), path.join(blobs, h))
+      written.add(h)
     }
+    const generation: StoredGeneration = { name: g.name, createdMs: g.createdMs, ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}), files }
     const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, generation })
-    const file = this.file(r.target)
-    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+    const file = path.join(this.dir, `${key}.json`)
     await writeFile(`${file}.tmp`, text, { mode: 0o600 })
     await rename(`${file}.tmp`, file)
+    this.stored.set(r.target, after)
+    for (const h of before) if (!after.has(h)) await rm(path.join(blobs, h), { force: true })
   }
 
   async remove(target: string): Promise<void> {
-    await rm(this.file(target), { force: true })
+    const key = this.key(target)
+    await rm(path.join(this.dir, `${key}.json`), { force: true })
+    await rm(path.join(this.dir, key), { recursive: true, force: true })
+    this.stored.delete(target)
   }
 
-  /** Every record; `bad` hears of each file that is not one. */
+  /** Every record; `bad` hears of each file that is not one (it is then removed, bytes and all). */
   async load(bad: (file: string, why: string) => void): Promise<VolumeRecord[]> {
     let names: string[]
     try {
@@ -75,35 +111,70 @@ export class VolumeStore {
     for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
       const file = path.join(this.dir, name)
       try {
-        out.push(parse(await readFile(file, 'utf8')))
+        const r = await this.parse(await readFile(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
+        if (`${this.key(r.target)}.json` !== name) throw new Error('its name is not its target\'s')
+        this.stored.set(r.target, new Set(r.generation.projection.files.map((f) => sha256(f.data))))
+        out.push(r)
       } catch (e) {
         bad(file, (e as Error).message)
       }
     }
     return out
   }
+
+  private async parse(text: string, blobs: string): Promise<VolumeRecord> {
+    const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; generation?: unknown }
+    if (o.version !== VERSION && o.version !== 1) throw new Error(`version ${String(o.version)}, expected ${VERSION} (or 1)`)
+    const g = o.generation as { name?: unknown; createdMs?: unknown; gid?: unknown; files?: unknown } | undefined
+    if (typeof o.volumeId !== 'string' || typeof o.target !== 'string' || !isStringMap(o.volumeContext) ||
+      !g || typeof g.name !== 'string' || typeof g.createdMs !== 'number' || !Array.isArray(g.files) ||
+      (g.gid !== undefined && typeof g.gid !== 'number') || (o.seen !== undefined && o.seen !== null && typeof o.seen !== 'string')) {
+      throw new Error('not a volume record')
+    }
+    const files: ProjectedFile[] = []
+    const read = new Map<string, Buffer>()
+    for (const f of g.files as unknown[]) files.push(o.version === 1 ? inlineFile(f) : await storedFile(f, blobs, read))
+    return {
+      volumeId: o.volumeId,
+      target: o.target,
+      volumeContext: o.volumeContext,
+      ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
+      generation: { name: g.name, createdMs: g.createdMs, projection: { files, ...(g.gid !== undefined ? { gid: g.gid as number } : {}) } },
+    }
+  }
 }
 
-function parse(text: string): VolumeRecord {
-  const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; generation?: StoredGeneration }
-  if (o.version !== VERSION) throw new Error(`version ${String(o.version)}, expected ${VERSION}`)
-  const g = o.generation
-  if (typeof o.volumeId !== 'string' || typeof o.target !== 'string' || typeof o.volumeContext !== 'object' || o.volumeContext === null ||
-    !g || typeof g.name !== 'string' || typeof g.createdMs !== 'number' || !Array.isArray(g.files)) {
-    throw new Error('not a volume record')
+function isStringMap(v: unknown): v is Record<string, string> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string')
+}
+
+function fileFields(f: unknown): { path: string; mode: number } & Record<string, unknown> {
+  const o = f as Record<string, unknown> | null
+  if (typeof o !== 'object' || o === null || typeof o.path !== 'string' || typeof o.mode !== 'number') throw new Error('a file of its generation is not a file')
+  return o as { path: string; mode: number } & Record<string, unknown>
+}
+
+/** A file of a version 1 record: its bytes inline. */
+function inlineFile(f: unknown): ProjectedFile {
+  const o = fileFields(f)
+  if (typeof o.data !== 'string') throw new Error(`file ${JSON.stringify(o.path)}: no bytes`)
+  return { path: o.path, mode: o.mode, data: Buffer.from(o.data, 'base64') }
+}
+
+/** A file of a version 2 record: its bytes from the target's directory, checked against its hash. */
+async function storedFile(f: unknown, blobs: string, read: Map<string, Buffer>): Promise<ProjectedFile> {
+  const o = fileFields(f)
+  if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256) || typeof o.size !== 'number') throw new Error(`file ${JSON.stringify(o.path)}: no hash`)
+  let data = read.get(o.sha256)
+  if (data === undefined) {
+    try {
+      data = await readFile(path.join(blobs, o.sha256))
+    } catch (e) {
+      throw new Error(`file ${JSON.stringify(o.path)}: its bytes are missing (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
+    }
+    if (sha256(data) !== o.sha256) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its hash`)
+    read.set(o.sha256, data)
   }
-  return {
-    volumeId: o.volumeId,
-    target: o.target,
-    volumeContext: o.volumeContext as Record<string, string>,
-    ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
-    generation: {
-      name: g.name,
-      createdMs: g.createdMs,
-      projection: {
-        files: g.files.map((f) => ({ path: f.path, mode: f.mode, data: Buffer.from(f.data, 'base64') })),
-        ...(g.gid !== undefined ? { gid: g.gid } : {}),
-      },
-    },
-  }
+  if (data.length !== o.size) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its size`)
+  return { path: o.path, mode: o.mode, data }
 }

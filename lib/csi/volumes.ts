@@ -16,7 +16,16 @@
 // order they came; calls for different targets run side by side.
 //
 // Each change of a pod re-renders that pod's volumes only; a change of the node's allocatable
-// or labels re-renders all of them. A Daemon flips only when its files change.
+// or labels re-renders all of them. A Daemon flips only when its files change. Re-renders wait
+// in a queue of pods, one pod per turn of the event loop, so that the FUSE requests and CSI
+// calls of every other pod are answered in between: one pod's churn, or a Node change that
+// concerns every pod, never holds the thread for longer than one pod's volumes take, and that is
+// bounded by the budgets (volume/budget.ts). A pod that changes again while it waits is rendered
+// once, with its latest state.
+//
+// Every pod author is a possible adversary here: a publish is checked before anything is built
+// (the target is where the kubelet puts this pod's CSI volumes, the items within the budgets,
+// the pod's volumes and bytes within its own), and what reaches the log of theirs is quoted.
 //
 // Surviving this process (native-notes/, Restarts): each mount's /dev/fuse descriptor goes to the
 // keeper (keeper.ts) and its record (the request and the generation served) to the state
@@ -33,12 +42,16 @@ import { mkdir, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import createDebug from 'debug'
 import { machineAllocatable } from '../volume/allocatable.js'
+import { DEFAULT_AGENT_BUDGET, overBudget, type AgentBudget } from '../volume/budget.js'
 import { Daemon } from '../fs/daemon.js'
-import { lazyUnmount, mounts, prepareMountpoint } from '../fs/mountpoint.js'
-import { withNode, type Pod } from '../volume/pod.js'
+import { KeptBytes } from '../fs/kept.js'
+import { DAPIFS_FSTYPE, lazyUnmount, mounts, prepareMountpoint } from '../fs/mountpoint.js'
+import { DEFAULT_NODE_LABEL_KEYS, nodeLabelKeyOf, nodeViewFor, type NodeLabelKeys } from '../volume/extensions.js'
+import { withNode, type NodeView, type Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
 import type { NodeSource } from '../source/node.js'
-import type { Generation } from '../volume/generation.js'
+import { checkGeneration, type Generation } from '../volume/generation.js'
+import type { Projection } from '../volume/projection.js'
 import { readVolumeContext, volumeNameOf, type PodRef, type VolumeRequest } from './attributes.js'
 import type { Keeper } from './keeper.js'
 import type { VolumeRecord, VolumeStore } from './state.js'
@@ -74,6 +87,12 @@ export interface VolumesOptions {
   store?: VolumeStore
   /** How long a published volume's pod may be missing from the API server before it is unpublished. */
   orphanGraceMs?: number
+  /** The kubelet's root directory (--root-dir): targets must be its pods' CSI volume directories. */
+  kubeletDir: string
+  /** What a pod's volumes may ask for; DEFAULT_AGENT_BUDGET when absent. */
+  budget?: AgentBudget
+  /** The Node's label keys pods may read (node.metadata.labels); DEFAULT_NODE_LABEL_KEYS when absent. */
+  nodeLabelKeys?: NodeLabelKeys
 }
 
 interface Published {
@@ -91,6 +110,8 @@ interface Published {
 }
 
 const UNMOUNT_WAIT_MS = 3000
+/** fuse-native's addon takes the mountpoint in a 1,024-byte buffer, NUL included. */
+export const MAX_TARGET_BYTES = 1023
 
 export class Volumes {
   private readonly byTarget = new Map<string, Published>()
@@ -102,8 +123,30 @@ export class Volumes {
   private stopListening: () => void = () => {}
   private orphanTimer: NodeJS.Timeout | undefined
   private followed: NodeSource | undefined
+  private readonly budget: AgentBudget
+  /** Past generations, for the node's budget. */
+  private readonly kept: KeptBytes
+  /** Pods (by uid) whose volumes wait to be rendered again, in the order they changed. */
+  private readonly dirty = new Set<string | undefined>()
+  private renderTurn: NodeJS.Immediate | undefined
 
-  constructor(private readonly opts: VolumesOptions) {}
+  private readonly nodeLabelKeys: NodeLabelKeys
+  /** The Node as pods may see it, for the source's latest Node. */
+  private nodeSeen: { of: NodeView; view: NodeView } | undefined
+
+  constructor(private readonly opts: VolumesOptions) {
+    this.budget = opts.budget ?? DEFAULT_AGENT_BUDGET
+    this.kept = new KeptBytes(this.budget.nodeKept)
+    this.nodeLabelKeys = opts.nodeLabelKeys ?? new Set(DEFAULT_NODE_LABEL_KEYS)
+  }
+
+  /** The Node, with only the labels pods may read. */
+  private get node(): NodeView | undefined {
+    const node = this.source.node
+    if (!node) return undefined
+    if (this.nodeSeen?.of !== node) this.nodeSeen = { of: node, view: nodeViewFor(node, this.nodeLabelKeys) }
+    return this.nodeSeen.view
+  }
 
   /**
    * Starts following the node's pods: every volume is re-rendered as they come (and those
@@ -137,16 +180,10 @@ export class Volumes {
   }
 
   async publish(req: PublishRequest, deadline: number): Promise<void> {
-    const target = checkTarget(req.target_path)
+    const target = this.checkTarget(req.target_path)
     if (!req.volume_id) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
     if (req.volume_capability?.block) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: dapifs volumes are filesystems, not block devices')
-    const name = volumeNameOf(target, req.volume_id)
-    let request: VolumeRequest
-    try {
-      request = readVolumeContext(req.volume_context ?? {}, name, this.opts.extensions ? 'allowed' : 'refused')
-    } catch (e) {
-      throw invalid(e)
-    }
+    const request = this.readRequest(target, req.volume_id, req.volume_context ?? {})
     // An unpublish that comes while this publish waits (its turn, or the pod) aborts it.
     const abort = new AbortController()
     this.waiting.set(target, abort)
@@ -155,7 +192,11 @@ export class Volumes {
         const existing = this.byTarget.get(target)
         if (existing) {
           if (existing.volumeId === req.volume_id && existing.request.key === request.key) return
-          throw new CsiError('ALREADY_EXISTS', `${target}: another volume is published there (${existing.volumeId}, pod ${podName(existing.request.pod)})`)
+          throw new CsiError('ALREADY_EXISTS', `${target}: another volume is published there (${JSON.stringify(existing.volumeId)}, pod ${podName(existing.request.pod)})`)
+        }
+        const others = this.byUid.get(request.pod.uid)?.size ?? 0
+        if (others >= this.budget.podVolumes) {
+          throw new CsiError('INVALID_ARGUMENT', overBudget(`pod ${podName(request.pod)}`, 'would have', others + 1, this.budget.podVolumes, 'pod-volumes', 'volumes').message)
         }
         const pod = await this.podFor(request.pod, deadline, abort.signal)
         await this.mount(req.volume_id, target, req.volume_context ?? {}, request, pod)
@@ -170,11 +211,12 @@ export class Volumes {
     let p: Published | undefined
     const daemon = new Daemon({
       mountpoint: target,
-      settings: { items: request.volume, allocatable: this.fallback },
+      settings: { items: request.volume, allocatable: this.fallback, budget: this.budget },
       say: (line) => this.opts.say(`${who}: ${line}`),
       allowOther: this.opts.allowOther,
       // Each flip once published; the first generation is recorded by mount(), or was before.
       flipped: (gen) => { if (p && this.byTarget.get(target) === p) void this.save(p, gen) },
+      kept: { bytes: this.budget.kept, ms: this.budget.keptFor * 1000, node: this.kept },
       ...(adoptFd !== undefined ? { adoptFd } : {}),
     })
     return (p = { volumeId, target, volumeContext, request, daemon, saved: Promise.resolve() })
@@ -184,7 +226,10 @@ export class Volumes {
     const p = this.published(volumeId, target, volumeContext, request)
     const { daemon } = p
     try {
-      daemon.apply(withNode(pod, this.source.node), this.source.allocatable)
+      const projection = daemon.render(withNode(pod, this.node), this.source.allocatable)
+      const others = [...this.byUid.get(request.pod.uid) ?? []].map((o) => bytesOf(o.daemon.latestGeneration?.projection))
+      this.checkPodBytes(request.pod, [...others, bytesOf(projection)])
+      daemon.serve(projection)
     } catch (e) {
       throw invalid(e, `pod ${podName(request.pod)}`)
     }
@@ -241,10 +286,13 @@ export class Volumes {
       const fd = held.get(r.target)
       held.delete(r.target)
       let request: VolumeRequest
+      // Checked as a publish would be, and its generation as a rendering would be, before it is
+      // served: the state directory is the node's, but what it holds came from pod authors.
       try {
-        request = readVolumeContext(r.volumeContext, volumeNameOf(r.target, r.volumeId), this.opts.extensions ? 'allowed' : 'refused')
+        request = this.readRequest(this.checkTarget(r.target), r.volumeId, r.volumeContext)
+        checkGeneration(r.generation, this.budget)
       } catch (e) {
-        this.opts.say(`${r.target}: its recorded volume is no longer valid here (${(e as Error).message}); unmounting it`)
+        this.opts.say(`${JSON.stringify(r.target)}: its recorded volume is not valid here (${(e as Error).message.replace(/\n/g, ' ')}); unmounting it`)
         await this.forget(r.target, fd)
         continue
       }
@@ -277,7 +325,7 @@ export class Volumes {
     if (fd !== undefined) closeSync(fd)
     this.opts.keeper?.drop(target)
     await this.opts.store?.remove(target)
-    if ((await mounts()).has(target)) await lazyUnmount(target).catch((e: Error) => log('%s: %s', target, e.message))
+    if ((await mounts()).get(target) === DAPIFS_FSTYPE) await lazyUnmount(target).catch((e: Error) => log('%s: %s', target, e.message))
   }
 
   /** Puts every mount's connection with the keeper again (it restarted). */
@@ -349,7 +397,7 @@ export class Volumes {
   }
 
   async unpublish(volumeId: string, targetPath: string): Promise<void> {
-    const target = checkTarget(targetPath)
+    const target = this.checkTarget(targetPath)
     if (!volumeId) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
     this.waiting.get(target)?.abort()
     return this.serial(target, async () => {
@@ -362,8 +410,11 @@ export class Volumes {
         await this.opts.store?.remove(target)
         await stopWithin(p.daemon, UNMOUNT_WAIT_MS)
       }
-      // A mount left by an earlier process, or one that did not go away in time.
-      if ((await mounts()).has(target)) await lazyUnmount(target).catch((e: Error) => log('%s: %s', target, e.message))
+      // A mount left by an earlier process, or one that did not go away in time: if it is one of
+      // ours. Anything else mounted there is not this driver's to unmount.
+      const type = (await mounts()).get(target)
+      if (type === DAPIFS_FSTYPE) await lazyUnmount(target).catch((e: Error) => log('%s: %s', target, e.message))
+      else if (type !== undefined) throw new CsiError('FAILED_PRECONDITION', `${target}: a ${JSON.stringify(type)} filesystem is mounted there, not a dapifs volume; not unmounting it`)
       try {
         await rmdir(target)
       } catch (e) {
@@ -375,14 +426,94 @@ export class Volumes {
     })
   }
 
+  /** A pod changed (undefined: the Node did, which concerns them all): queue its volumes. */
   private changed(uid: string | undefined): void {
     if (!this.followed) return
-    const targets = uid === undefined ? [...this.byTarget.values()] : [...(this.byUid.get(uid) ?? [])]
-    for (const p of targets) {
-      const entry = this.source.byUid(p.request.pod.uid)
-      if (entry?.pod) p.daemon.update(withNode(entry.pod, this.source.node), this.source.allocatable)
-      else if (entry?.error) p.daemon.problem(entry.error)
+    if (uid === undefined) for (const u of this.byUid.keys()) this.dirty.add(u)
+    else if (this.byUid.has(uid)) this.dirty.add(uid)
+    this.nextTurn()
+  }
+
+  private nextTurn(): void {
+    if (this.renderTurn || this.dirty.size === 0) return
+    this.renderTurn = setImmediate(() => {
+      this.renderTurn = undefined
+      const uid = this.dirty.values().next().value
+      this.dirty.delete(uid)
+      if (uid !== undefined) this.rerender(uid)
+      this.nextTurn()
+    })
+  }
+
+  /** Renders a pod's volumes again; within its budget, each flips if its files changed. */
+  private rerender(uid: string): void {
+    const targets = [...this.byUid.get(uid) ?? []]
+    const entry = this.source.byUid(uid)
+    if (targets.length === 0 || !entry) return
+    if (entry.error || !entry.pod) {
+      for (const p of targets) p.daemon.problem(entry.error ?? `pod ${podName(targets[0]!.request.pod)}: not readable`)
+      return
     }
+    const pod = withNode(entry.pod, this.node)
+    const rendered = targets.map((p): Projection | Error => {
+      try {
+        return p.daemon.render(pod, this.source.allocatable)
+      } catch (e) {
+        return e as Error
+      }
+    })
+    try {
+      this.checkPodBytes(targets[0]!.request.pod, rendered.map((r, i) => bytesOf(r instanceof Error ? targets[i]!.daemon.latestGeneration?.projection : r)))
+    } catch (e) {
+      for (const p of targets) p.daemon.problem((e as Error).message)
+      return
+    }
+    rendered.forEach((r, i) => (r instanceof Error ? targets[i]!.daemon.problem(r.message) : targets[i]!.daemon.served(r)))
+  }
+
+  /** The pod's volumes together (their renderings' sizes) must be within the pod's budget. */
+  private checkPodBytes(ref: PodRef, sizes: number[]): void {
+    const total = sizes.reduce((a, b) => a + b, 0)
+    if (total > this.budget.pod) throw overBudget(`pod ${podName(ref)}`, `would serve, in ${sizes.length} volumes,`, total, this.budget.pod, 'pod', 'bytes')
+  }
+
+  /**
+   * Where the kubelet puts this pod's CSI volumes: KUBELET/pods/UID/volumes/kubernetes.io~csi/NAME/mount,
+   * and short enough for the addon. Any other path is refused, whatever asks.
+   */
+  private checkTarget(p: string | undefined, uid?: string): string {
+    if (!p) throw new CsiError('INVALID_ARGUMENT', 'target_path: is required')
+    const where = `target_path ${JSON.stringify(p)}`
+    if (!path.isAbsolute(p)) throw new CsiError('INVALID_ARGUMENT', `${where}: is not an absolute path`)
+    const target = path.resolve(p)
+    if (Buffer.byteLength(target) > MAX_TARGET_BYTES) throw new CsiError('INVALID_ARGUMENT', `${where}: is longer than ${MAX_TARGET_BYTES} bytes`)
+    const m = targetShape(this.opts.kubeletDir).exec(target)
+    if (!m) {
+      throw new CsiError('INVALID_ARGUMENT', `${where}: is not where the kubelet puts a pod's CSI volumes (${path.join(this.opts.kubeletDir, 'pods/UID/volumes/kubernetes.io~csi/NAME/mount')}; dapifs csi --kubelet-dir)`)
+    }
+    if (uid !== undefined && m[1] !== uid) {
+      throw new CsiError('INVALID_ARGUMENT', `${where}: is not a volume directory of pod uid ${JSON.stringify(uid)} (csi.storage.k8s.io/pod.uid)`)
+    }
+    return target
+  }
+
+  /** A publish request's volume, checked as the kubelet's would be: INVALID_ARGUMENT if not. */
+  private readRequest(target: string, volumeId: string, ctx: Record<string, string>): VolumeRequest {
+    let request: VolumeRequest
+    try {
+      request = readVolumeContext(ctx, volumeNameOf(target, volumeId), this.opts.extensions ? 'allowed' : 'refused', this.budget)
+    } catch (e) {
+      throw invalid(e)
+    }
+    this.checkTarget(target, request.pod.uid)
+    const keys = this.nodeLabelKeys
+    for (const item of keys === 'all' ? [] : request.volume.items) {
+      const key = nodeLabelKeyOf(item)
+      if (key === undefined || keys === 'all' || keys.has(key)) continue
+      const allowed = keys.size > 0 ? `it serves ${[...keys].join(', ')}` : 'it serves none'
+      throw new CsiError('INVALID_ARGUMENT', `volume ${JSON.stringify(request.volume.name)}, item ${JSON.stringify(item.path)}: node label ${JSON.stringify(key)} is not one this driver lets pods read (${allowed}: dapifs csi --node-label-keys)`)
+    }
+    return request
   }
 
   /** Unmounts every volume (at shutdown without a keeper). */
@@ -400,6 +531,9 @@ export class Volumes {
   private quiet(): void {
     this.stopListening()
     clearTimeout(this.orphanTimer)
+    if (this.renderTurn) clearImmediate(this.renderTurn)
+    this.renderTurn = undefined
+    this.dirty.clear()
     for (const c of this.waiting.values()) c.abort()
   }
 }
@@ -408,10 +542,21 @@ function podName(ref: PodRef): string {
   return `${ref.namespace}/${ref.name}`
 }
 
-function checkTarget(p: string | undefined): string {
-  if (!p) throw new CsiError('INVALID_ARGUMENT', 'target_path: is required')
-  if (!path.isAbsolute(p)) throw new CsiError('INVALID_ARGUMENT', `target_path: ${JSON.stringify(p)} is not an absolute path`)
-  return path.resolve(p)
+/**
+ * KUBELET/pods/UID/volumes/kubernetes.io~csi/NAME/mount, UID captured: a pod's uid, and its volume's
+ * name (a DNS label), have no '/', space or control character in them.
+ */
+function targetShape(kubeletDir: string): RegExp {
+  const root = path.resolve(kubeletDir).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  const part = '[A-Za-z0-9][A-Za-z0-9._-]*'
+  return new RegExp(`^${root === '/' ? '' : root}/pods/(${part})/volumes/kubernetes\\.io~csi/${part}/mount$`)
+}
+
+/** The bytes a rendering serves, all files together (0 for none). */
+function bytesOf(p: Projection | undefined): number {
+  let n = 0
+  for (const f of p?.files ?? []) n += f.data.length
+  return n
 }
 
 function invalid(e: unknown, where?: string): CsiError {

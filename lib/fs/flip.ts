@@ -26,9 +26,11 @@
 // If a step fails (a read-only bind, a non-root daemon in the sticky root, a timeout), the flip
 // completes inside the daemon instead (tree.flip), and that is logged. ..data is replaced in
 // one step either way, so readers never find it missing. A flip inside the daemon (that, and
-// --no-inotify) then tells the kernel to drop its entries for ..data and the names that went
-// (invalidate), and counts as done once the kernel has that: the very next open reads the new
-// generation.
+// --no-inotify) then tells the kernel to drop its entries for ..data and the names that went or
+// came (invalidate), and counts as done once the kernel has that: the very next open reads the new
+// generation. Names the kernel holds as absent (mount.ts) are replaced by the VFS steps
+// themselves; a new generation's directory, which appears inside the daemon, is invalidated
+// before ..data_tmp points at it.
 //
 // Flips run one at a time. Requests that arrive meanwhile coalesce: only the latest is flipped to.
 
@@ -132,6 +134,8 @@ export class Flipper {
   /** The whole flip inside the daemon; the kernel is told what changed. */
   private async flipInDaemon(gen: Generation): Promise<void> {
     const before = this.tree.linkNames()
+    this.tree.stage(gen)
+    await this.opts.invalidate([gen.name])
     this.tree.setTmp(undefined)
     this.tree.flip(gen)
     await this.syncedLinks(before, ['..data_tmp'])
@@ -139,11 +143,13 @@ export class Flipper {
 
   /**
    * After links changed inside the daemon: invalidates ..data (a link's node is its target, so a
-   * new ..data is a new node: tree.ts, inoOf) and the names no longer there.
+   * new ..data is a new node: tree.ts, inoOf), the names no longer there, and the names new
+   * there, which the kernel may hold as absent (mount.ts, negative entries).
    */
-  private async syncedLinks(before: string[], gone: string[] = []): Promise<void> {
+  private async syncedLinks(before: string[], changed: string[] = []): Promise<void> {
     const now = new Set(this.tree.linkNames())
-    await this.opts.invalidate(['..data', ...gone, ...before.filter((name) => !now.has(name))])
+    const was = new Set(before)
+    await this.opts.invalidate(['..data', ...changed, ...before.filter((name) => !now.has(name)), ...[...now].filter((name) => !was.has(name))])
   }
 
   private async flipOne(gen: Generation): Promise<void> {
@@ -155,6 +161,8 @@ export class Flipper {
     }
     const t0 = performance.now()
     tree.stage(gen)
+    // The kernel may hold the new directory's name as absent, if a reader guessed it: it must not.
+    await this.opts.invalidate([gen.name])
     try {
       await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
         () => symlink(gen.name, this.at('..data_tmp')))

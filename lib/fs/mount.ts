@@ -20,6 +20,13 @@
 // libfuse makes up, so that another process can take the mount over and answer for the ids the
 // kernel holds (adoptFd; native-notes/, Restarts).
 //
+// Names that are not there are cached too (negative entries, negative_timeout): a container that
+// stats missing names in a loop asks the daemon once per name, not once per stat, so it cannot keep
+// the thread that serves every volume busy. A name can only appear in a generation directory that
+// is new (its contents never change), or at the top, through a flip: the VFS steps of a flip
+// replace the kernel's negative entries themselves, and flip.ts invalidates what a flip inside
+// the daemon adds, and each new generation's name before it is linked.
+//
 // Reads come by path, with no file handle. A file held open reads its generation's bytes from
 // the kernel's pages; if those are evicted, the read reaches us by path, and the tree still has
 // the bytes of recently dropped generations (tree.file).
@@ -35,6 +42,7 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Mutation } from './flip.js'
+import { DAPIFS_FSTYPE } from './mountpoint.js'
 import type { Tree } from './tree.js'
 
 const log = createDebug('dapifs:mount')
@@ -170,10 +178,11 @@ export class Mount {
       cacheSymlinks: true,
       noOpen: true,
       maxIdleThreads: MAX_IDLE_THREADS,
-      // fuse-native has no noatime option, and joins its options with commas. Without noatime
-      // the kernel drops the cached atime after each read, and the next fstat costs a request.
-      fsname: 'dapifs,noatime',
-      subtype: 'dapifs',
+      // fuse-native has no noatime or negative_timeout option, and joins its options with
+      // commas. Without noatime the kernel drops the cached atime after each read, and the next
+      // fstat costs a request. negative_timeout: see the header (negative entries).
+      fsname: `dapifs,noatime,negative_timeout=${cache}`,
+      subtype: DAPIFS_FSTYPE.slice('fuse.'.length),
       timeout: false, // our handlers answer at once; the per-op timer only costs time
       debug: opts.debug ?? false,
     })

@@ -12,6 +12,9 @@ import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { InputError } from '../volume/shape.js'
 
+/** The type /proc/self/mountinfo gives a dapifs mount (fuse, subtype dapifs: mount.ts). */
+export const DAPIFS_FSTYPE = 'fuse.dapifs'
+
 /** The mount points listed in /proc/self/mountinfo, with their filesystem types. */
 export async function mounts(): Promise<Map<string, string>> {
   const text = await readFile('/proc/self/mountinfo', 'utf8')

@@ -14,7 +14,7 @@
 //                                              one JSON value, keys sorted, no final newline
 
 import { FieldPathError, VOLUME_FIELD_PATHS, byteCompare, checkFieldRef, extractFieldPath, formatMap, qualifiedNameErrors, splitSubscript } from './fieldpath.js'
-import type { FieldRef, OwnerReference, Pod, VolumeItem } from './pod.js'
+import type { FieldRef, NodeView, OwnerReference, Pod, VolumeItem } from './pod.js'
 import { goQuote } from './quote.js'
 
 const PLAIN = [
@@ -44,6 +44,30 @@ export function extensionOf(item: VolumeItem): string | undefined {
 export function readsNode(item: VolumeItem): boolean {
   const fp = item.fieldRef?.fieldPath
   return fp !== undefined && (fp === NODE_LABELS || splitSubscript(fp)?.[0] === NODE_LABELS)
+}
+
+/**
+ * What of its Node a pod may read through node.metadata.labels on a shared node agent, by default:
+ * the topology labels that Kubernetes itself copies onto pods since 1.33 (KEP-4742, the
+ * PodTopologyLabels admission plugin). Other node labels can say what the cluster's operator
+ * does not want every pod to know (kubernetes/kubernetes#40610); the operator names more keys,
+ * all of them ('*'), or none.
+ */
+export const DEFAULT_NODE_LABEL_KEYS = ['topology.kubernetes.io/zone', 'topology.kubernetes.io/region']
+
+/** The node label keys pods may read: a set, or every one. */
+export type NodeLabelKeys = ReadonlySet<string> | 'all'
+
+/** The key of a node.metadata.labels['KEY'] item, if it is one. */
+export function nodeLabelKeyOf(item: VolumeItem): string | undefined {
+  const sub = item.fieldRef ? splitSubscript(item.fieldRef.fieldPath) : undefined
+  return sub?.[0] === NODE_LABELS ? sub[1] : undefined
+}
+
+/** The Node as a pod may see it: only the labels whose keys are allowed. */
+export function nodeViewFor(node: NodeView, keys: NodeLabelKeys): NodeView {
+  if (keys === 'all') return node
+  return { labels: new Map([...node.labels].filter(([k]) => keys.has(k))) }
 }
 
 /** Checks an item of a list that allows extensions; throws FieldPathError with one line. */
