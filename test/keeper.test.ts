@@ -1,7 +1,7 @@
 // dapifs-keeper (lib/keeper/keeper.c) on its own: its protocol through the addon's calls
 // (Fuse.keeperPut, keeperTake, keeperDrop), its letting go, and its bad input.
 import t from 'tap'
-import { closeSync, fstatSync, openSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import Fuse from 'fuse-native'
@@ -80,4 +80,79 @@ t.test('bad arguments: one line naming the flag, exit 2', async (t) => {
     t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
     t.equal(r.stderr.split('\n')[0], line)
   }
+})
+
+/** CPU seconds a process has used (utime + stime from /proc). */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+
+function connect(socket: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socket)
+    s.once('connect', () => resolve(s))
+    s.once('error', reject)
+  })
+}
+
+t.test('only root may use it, whatever the socket\'s mode', async (t) => {
+  const dir = scratch(t)
+  const k = await startKeeper(t, path.join(dir, 'keeper.sock'))
+  writeFileSync(path.join(dir, 'a'), 'a')
+  const fd = openSync(path.join(dir, 'a'), 'r')
+  Fuse.keeperPut(k.socket, '/mnt/a', fd)
+  closeSync(fd)
+  chmodSync(k.socket, 0o666)
+  // It connects, and reads what it is told until the keeper hangs up.
+  const client = `const s = require('net').connect(${JSON.stringify(k.socket)}); let got = ''
+    s.setEncoding('utf8').on('data', (d) => { got += d }); s.on('close', () => process.stdout.write(got)); s.on('error', (e) => { got += 'error ' + e.code })`
+  const r = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', 'NODE_OPTIONS=', process.execPath, '-e', client])
+  t.equal(r.stdout.toString(), 'ERR only root may use the keeper\n', `uid 65534 is answered so, and hung up on ${r.stderr}`)
+  t.ok(await until(async () => k.lines.includes('dapifs-keeper: refused a connection from uid 65534: only root may use the keeper')), 'and the keeper says so')
+  t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/a\nEND\n', 'root is served as before')
+})
+
+t.test('a client that does not read holds one reply, and never the keeper', async (t) => {
+  const dir = scratch(t)
+  const k = await startKeeper(t, path.join(dir, 'keeper.sock'))
+  writeFileSync(path.join(dir, 'a'), 'a')
+  const fd = openSync(path.join(dir, 'a'), 'r')
+  const N = 2000 // more descriptors than a socket's buffer takes messages
+  for (let i = 0; i < N; i++) {
+    Fuse.keeperPut(k.socket, `/mnt/${i}`, fd)
+    if (i % 100 === 0) await new Promise((r) => setImmediate(r)) // the keeper's log lines go through our pipe
+  }
+  closeSync(fd)
+  const stuck = await connect(k.socket)
+  stuck.pause() // never reads: its socket buffer fills
+  stuck.write('TAKE\nTAKE\nTAKE\n')
+  await new Promise((r) => setTimeout(r, 500))
+  const list = await Promise.race([ask(k.socket, 'LIST'), new Promise<string>((r) => setTimeout(() => r('no answer within 10 s'), 10_000))])
+  t.equal(list.split('\n').length, N + 2, 'another client is answered meanwhile, in full')
+  const taken = Fuse.keeperTake(k.socket)
+  t.equal(taken.length, N, 'and can take every descriptor')
+  for (const x of taken) closeSync(x.fd)
+  stuck.destroy()
+})
+
+t.test('out of descriptors, it refuses what it cannot serve and goes on', async (t) => {
+  const dir = scratch(t)
+  // Its own limit, soft and hard, so that it cannot raise it: a few dozen descriptors.
+  const k = await startKeeper(t, path.join(dir, 'keeper.sock'), [], ['prlimit', '--nofile=24:24'])
+  const held = await Promise.all(Array.from({ length: 40 }, () => connect(k.socket).catch(() => undefined)))
+  t.ok(await until(async () => k.lines.some((l) => l === 'dapifs-keeper: out of descriptors: refused a connection')), 'it says it is out of descriptors')
+  const before = cpuSeconds(k.pid)
+  await new Promise((r) => setTimeout(r, 1000))
+  t.ok(cpuSeconds(k.pid) - before < 0.5, `it does not spin on the connections it cannot take (${(cpuSeconds(k.pid) - before).toFixed(2)} s of CPU in 1 s)`)
+  for (const s of held) s?.destroy()
+  writeFileSync(path.join(dir, 'a'), 'a')
+  t.ok(await until(async () => {
+    try {
+      const fd = openSync(path.join(dir, 'a'), 'r')
+      try { Fuse.keeperPut(k.socket, '/mnt/a', fd) } finally { closeSync(fd) }
+      return true
+    } catch { return false }
+  }), 'once they are gone, it takes descriptors again')
+  t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/a\nEND\n')
 })

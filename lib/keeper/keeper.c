@@ -6,10 +6,11 @@
  * (`dapifs csi`) hands the keeper a duplicate of each mount's descriptor when it mounts, and takes
  * duplicates back when it starts again: after an upgrade, a crash or a kill, the new agent serves
  * the very same connections, and the kernel's requests that came meanwhile simply wait for it.
- * The keeper does nothing else, so that it never needs upgrading: no FUSE, no Kubernetes, no
- * allocation per request, about a hundred lines.
+ * The keeper does nothing else, so that it never needs upgrading: no FUSE, no Kubernetes, a few
+ * hundred lines of C.
  *
- * Protocol: a unix stream socket; each request is one line, answered at once.
+ * Protocol: a unix stream socket; each request is one line, answered at once (queued, when the
+ * client is not reading: below).
  *   PUT <key>    with one descriptor attached (SCM_RIGHTS): keep it under <key> (replacing,
  *                and closing, one kept before) -> "OK"
  *   DROP <key>   close and forget it (absent is fine) -> "OK"
@@ -24,6 +25,16 @@
  * it does not wait for ever, the keeper closes its descriptors when no agent has been connected
  * for --abandon-after seconds (default 300): the connections then end, and those reads fail
  * with ENOTCONN instead of hanging.
+ *
+ * What it holds is every pod's volume on the node, so it trusts little:
+ *   - only root peers (SO_PEERCRED), whatever the socket's mode says;
+ *   - it never blocks on a client: replies wait in that client's queue (each descriptor in it a
+ *     duplicate, so that a DROP meanwhile cannot change what is sent) and go as the client reads;
+ *     a client with a reply waiting is not read from, so one that never reads holds one reply;
+ *   - out of descriptors, it refuses the connection or the request, and goes on: a spare
+ *     descriptor kept for that lets it accept and close a connection it cannot serve, instead of
+ *     finding the same connection pending for ever. At start it raises its own limit to the
+ *     hard one.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +44,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -44,21 +57,39 @@
 #define LINE 4200
 
 struct kept { char *key; int fd; };
-struct client { int sock; int agent; char buf[LINE]; size_t len; int fds[16]; int nfds; };
+/* A reply line waiting to be sent, with its own duplicate of the descriptor it carries (or -1). */
+struct out { char *line; int fd; };
+struct client {
+  int sock; int agent; char buf[LINE]; size_t len; int fds[16]; int nfds;
+  struct out *outq; int nout, outcap, outhead; size_t outpos; /* outpos: bytes of outq[outhead] sent */
+  int broken;
+};
 
 static struct kept kept[MAX_KEPT];
 static int nkept;
 static struct client clients[MAX_CLIENTS];
 static int nclients;
 static double alone_since;
+static int spare = -1; /* held for the moment descriptors run out: see accept_one() */
 
+/* Log lines whose write would have blocked: the next line that goes says how many. */
+static long dropped_lines;
+
+/* One line on stderr, in one write. Once running, stderr does not block (main; unless it is a
+ * terminal): a log reader that stalls costs lines, never the keeper. */
 static void say(const char *fmt, ...) {
+  char line[LINE + 256];
+  int n = 0;
+  if (dropped_lines) n = snprintf(line, sizeof line, "dapifs-keeper: (%ld log lines dropped: stderr was not read)\n", dropped_lines);
+  n += snprintf(line + n, sizeof line - n, "dapifs-keeper: ");
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "dapifs-keeper: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
+  n += vsnprintf(line + n, sizeof line - n, fmt, ap);
   va_end(ap);
+  if (n > (int) sizeof line - 2) n = sizeof line - 2;
+  line[n++] = '\n';
+  if (write(2, line, n) == n) dropped_lines = 0;
+  else dropped_lines++;
 }
 
 static double now(void) {
@@ -67,20 +98,59 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int send_line(int sock, const char *line, int fd) {
-  struct iovec iov = { (void *) line, strlen(line) };
-  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
-  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-  if (fd >= 0) {
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof u.buf;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+/* Queues a reply line for the client, with a duplicate of fd (if fd >= 0); 0, or -1 if it can't. */
+static int reply(struct client *c, const char *line, int fd) {
+  if (c->broken) return -1;
+  if (c->nout == c->outcap) {
+    int cap = c->outcap ? c->outcap * 2 : 8;
+    struct out *q = realloc(c->outq, cap * sizeof *q);
+    if (!q) { c->broken = 1; return -1; }
+    c->outq = q;
+    c->outcap = cap;
   }
-  return sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
+  int dup = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  char *copy = strdup(line);
+  if ((fd >= 0 && dup < 0) || !copy) {
+    if (dup >= 0) close(dup);
+    free(copy);
+    return -1;
+  }
+  c->outq[c->nout++] = (struct out) { copy, dup };
+  return 0;
+}
+
+static void free_out(struct out *o) {
+  if (o->fd >= 0) close(o->fd);
+  free(o->line);
+}
+
+/* Sends what the client's queue holds, as far as its socket takes it now; 0 on a broken client. */
+static int flush(struct client *c) {
+  while (c->outhead < c->nout) {
+    struct out *o = &c->outq[c->outhead];
+    size_t len = strlen(o->line);
+    struct iovec iov = { o->line + c->outpos, len - c->outpos };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (o->fd >= 0 && c->outpos == 0) {
+      msg.msg_control = u.buf;
+      msg.msg_controllen = sizeof u.buf;
+      struct cmsghdr *m = CMSG_FIRSTHDR(&msg);
+      m->cmsg_level = SOL_SOCKET;
+      m->cmsg_type = SCM_RIGHTS;
+      m->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(m), &o->fd, sizeof(int));
+    }
+    ssize_t n = sendmsg(c->sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    c->outpos += n;
+    if (c->outpos < len) continue;
+    free_out(o);
+    c->outpos = 0;
+    c->outhead++;
+  }
+  c->nout = c->outhead = 0;
+  return 1;
 }
 
 static int find(const char *key) {
@@ -95,39 +165,61 @@ static void drop(int i) {
 }
 
 static void handle(struct client *c, char *line) {
-  char reply[LINE + 16];
+  char text[LINE + 16];
   if (strncmp(line, "PUT ", 4) == 0) {
-    if (c->nfds == 0) { send_line(c->sock, "ERR PUT without a descriptor\n", -1); return; }
+    if (c->nfds == 0) { reply(c, "ERR PUT without a descriptor\n", -1); return; }
     int fd = c->fds[0];
     memmove(c->fds, c->fds + 1, --c->nfds * sizeof(int));
     int i = find(line + 4);
     if (i >= 0) { close(kept[i].fd); kept[i].fd = fd; }
-    else if (nkept == MAX_KEPT) { close(fd); send_line(c->sock, "ERR too many descriptors\n", -1); return; }
+    else if (nkept == MAX_KEPT) { close(fd); reply(c, "ERR too many descriptors\n", -1); return; }
     else {
       if (nkept == 0) alone_since = now();
       kept[nkept].key = strdup(line + 4);
       kept[nkept++].fd = fd;
     }
     say("keeping %s (%d held)", line + 4, nkept);
-    send_line(c->sock, "OK\n", -1);
+    reply(c, "OK\n", -1);
   } else if (strncmp(line, "DROP ", 5) == 0) {
     int i = find(line + 5);
     if (i >= 0) { drop(i); say("let go of %s (%d held)", line + 5, nkept); }
-    send_line(c->sock, "OK\n", -1);
+    reply(c, "OK\n", -1);
   } else if (strcmp(line, "TAKE") == 0 || strcmp(line, "LIST") == 0) {
     int take = line[0] == 'T';
     for (int i = 0; i < nkept; i++) {
-      snprintf(reply, sizeof reply, "%s %s\n", take ? "FD" : "KEY", kept[i].key);
-      if (send_line(c->sock, reply, take ? kept[i].fd : -1) < 0) return;
+      snprintf(text, sizeof text, "%s %s\n", take ? "FD" : "KEY", kept[i].key);
+      if (reply(c, text, take ? kept[i].fd : -1) < 0) {
+        /* Out of descriptors (or memory): say so instead of a partial list. */
+        for (int k = c->outhead; k < c->nout; k++) free_out(&c->outq[k]);
+        c->nout = c->outhead = 0;
+        c->outpos = 0;
+        reply(c, "ERR out of descriptors; try again\n", -1);
+        say("could not hand the descriptors over: %s", strerror(errno));
+        return;
+      }
     }
-    send_line(c->sock, "END\n", -1);
+    reply(c, "END\n", -1);
     if (take) say("handed %d descriptors over", nkept);
   } else if (strcmp(line, "AGENT") == 0) {
     c->agent = 1;
-    send_line(c->sock, "OK\n", -1);
+    reply(c, "OK\n", -1);
   } else {
-    send_line(c->sock, "ERR unknown request (PUT, DROP, TAKE, LIST, AGENT)\n", -1);
+    reply(c, "ERR unknown request (PUT, DROP, TAKE, LIST, AGENT)\n", -1);
   }
+}
+
+/* Handles the complete lines received, one reply at a time: none while one still waits to be
+ * sent. 0 when the client is broken. */
+static int handle_lines(struct client *c) {
+  char *nl;
+  while (c->nout == 0 && (nl = memchr(c->buf, '\n', c->len)) != NULL) {
+    *nl = 0;
+    handle(c, c->buf);
+    c->len -= nl + 1 - c->buf;
+    memmove(c->buf, nl + 1, c->len);
+    if (!flush(c)) return 0;
+  }
+  return !c->broken;
 }
 
 /* Reads what a client sent; 0 when it hung up or misbehaved. */
@@ -136,6 +228,7 @@ static int receive(struct client *c) {
   struct iovec iov = { c->buf + c->len, sizeof c->buf - 1 - c->len };
   struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
   ssize_t n = recvmsg(c->sock, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 1;
   if (n <= 0) return 0;
   for (struct cmsghdr *m = CMSG_FIRSTHDR(&msg); m; m = CMSG_NXTHDR(&msg, m)) {
     if (m->cmsg_level != SOL_SOCKET || m->cmsg_type != SCM_RIGHTS) continue;
@@ -147,21 +240,50 @@ static int receive(struct client *c) {
     }
   }
   c->len += n;
-  char *nl;
-  while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
-    *nl = 0;
-    handle(c, c->buf);
-    c->len -= nl + 1 - c->buf;
-    memmove(c->buf, nl + 1, c->len);
-  }
-  return c->len < sizeof c->buf - 1;
+  return handle_lines(c) && c->len < sizeof c->buf - 1;
 }
 
 static void hang_up(int i) {
   struct client *c = &clients[i];
   for (int k = 0; k < c->nfds; k++) close(c->fds[k]);
+  for (int k = c->outhead; k < c->nout; k++) free_out(&c->outq[k]);
+  free(c->outq);
   close(c->sock);
   clients[i] = clients[--nclients];
+}
+
+/* The peer's uid, or -1. */
+static long peer_uid(int sock) {
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  return getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? (long) cred.uid : -1;
+}
+
+/* Accepts one connection: a root peer becomes a client; any other, or one past the limits, is
+ * closed at once. Out of descriptors, the spare one makes room to take the connection off the
+ * queue and close it, so that poll does not report it again and again. */
+static void accept_one(int lsock) {
+  int s = accept4(lsock, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (s < 0) {
+    if ((errno == EMFILE || errno == ENFILE) && spare >= 0) {
+      close(spare);
+      s = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+      if (s >= 0) close(s);
+      spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      say("out of descriptors: refused a connection");
+    }
+    return;
+  }
+  long uid = peer_uid(s);
+  if (uid != 0 && uid != (long) geteuid()) {
+    say("refused a connection from uid %ld: only root may use the keeper", uid);
+    const char *no = "ERR only root may use the keeper\n";
+    if (send(s, no, strlen(no), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* it is closed either way */ }
+    close(s);
+    return;
+  }
+  if (nclients == MAX_CLIENTS) { close(s); return; }
+  clients[nclients++] = (struct client) { .sock = s };
 }
 
 static int usage(const char *what, const char *why) {
@@ -191,6 +313,12 @@ int main(int argc, char **argv) {
   if (path[0] != '/' || strlen(path) >= sizeof addr.sun_path) return usage("--socket", "must be an absolute path of at most 107 bytes");
   strcpy(addr.sun_path, path);
   signal(SIGPIPE, SIG_IGN);
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
   int lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   unlink(path);
@@ -201,6 +329,7 @@ int main(int argc, char **argv) {
   }
   umask(old);
   say("listening on %s; letting go after %gs without an agent", path, abandon);
+  if (!isatty(2)) fcntl(2, F_SETFL, fcntl(2, F_GETFL) | O_NONBLOCK); /* a terminal's flags are its shell's too */
 
   alone_since = now();
   for (;;) {
@@ -208,7 +337,8 @@ int main(int argc, char **argv) {
     p[0] = (struct pollfd) { lsock, POLLIN, 0 };
     int agents = 0;
     for (int i = 0; i < nclients; i++) {
-      p[i + 1] = (struct pollfd) { clients[i].sock, POLLIN, 0 };
+      /* A client with a reply waiting is written to, not read from. */
+      p[i + 1] = (struct pollfd) { clients[i].sock, clients[i].nout ? POLLOUT : POLLIN, 0 };
       agents += clients[i].agent;
     }
     if (agents) alone_since = now();
@@ -224,15 +354,17 @@ int main(int argc, char **argv) {
       return 1;
     }
     for (int i = nclients - 1; i >= 0; i--) {
-      if (p[i + 1].revents && !receive(&clients[i])) {
-        if (clients[i].agent) alone_since = now();
+      struct client *c = &clients[i];
+      short ev = p[i + 1].revents;
+      if (!ev) continue;
+      int ok;
+      if (c->nout) ok = !(ev & (POLLERR | POLLHUP | POLLNVAL)) && flush(c) && handle_lines(c);
+      else ok = receive(c);
+      if (!ok) {
+        if (c->agent) alone_since = now();
         hang_up(i);
       }
     }
-    if (p[0].revents & POLLIN) {
-      int s = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
-      if (s >= 0 && nclients < MAX_CLIENTS) clients[nclients++] = (struct client) { .sock = s };
-      else if (s >= 0) close(s);
-    }
+    if (p[0].revents & POLLIN) accept_one(lsock);
   }
 }
