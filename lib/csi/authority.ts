@@ -11,6 +11,11 @@
 //      HPACK table, its `:authority` set to "localhost", and re-encoded as plain literals, so the
 //      server's table never holds anything and the client's table stays in step with ours.
 //   3. Anything malformed closes the connection, as nghttp2 would.
+//   4. Everything it holds is bounded, before it is held: a frame is at most the 16 KiB that the
+//      server advertises (SETTINGS_MAX_FRAME_SIZE, grpc-js's default), a header block at most
+//      64 KiB over at most 16 CONTINUATIONs, and what a block decodes to at most 64 KiB (an HPACK
+//      block can name a 4 KiB table entry in one byte). Over any of them, the connection closes.
+//      The socket is root's, but the kubelet is not the only process that could reach it.
 
 import net from 'node:net'
 import { Duplex } from 'node:stream'
@@ -22,8 +27,12 @@ const CONTINUATION = 0x9
 const END_HEADERS = 0x4
 const PADDED = 0x8
 const PRIORITY = 0x20
-/** The smallest SETTINGS_MAX_FRAME_SIZE a server may have: re-encoded blocks are split to fit. */
+/** The smallest SETTINGS_MAX_FRAME_SIZE a server may have, and grpc-js's: no client frame is larger. */
 const MAX_FRAME = 16384
+/** A request's header block, all its frames together, encoded and decoded. */
+export const MAX_HEADER_BLOCK = 65536
+/** CONTINUATION frames after one HEADERS. */
+export const MAX_CONTINUATIONS = 16
 
 export const AUTHORITY = 'localhost'
 
@@ -42,7 +51,7 @@ export class AuthorityRewriter {
   private prefaceSeen = false
   private readonly decoder = new Decoder()
   /** A header block still waiting for its CONTINUATIONs. */
-  private pending: { stream: number; flags: number; priority: Buffer; block: Buffer[] } | undefined
+  private pending: { stream: number; flags: number; priority: Buffer; block: Buffer[]; bytes: number } | undefined
 
   /** Takes bytes from the client; returns the bytes to give the server. Throws on bad input. */
   push(chunk: Buffer): Buffer {
@@ -60,6 +69,7 @@ export class AuthorityRewriter {
     }
     while (this.buf.length >= 9) {
       const length = this.buf.readUIntBE(0, 3)
+      if (length > MAX_FRAME) throw new Error(`a frame of ${length} bytes, over SETTINGS_MAX_FRAME_SIZE`)
       if (this.buf.length < 9 + length) break
       const type = this.buf[3]!
       const flags = this.buf[4]!
@@ -69,7 +79,10 @@ export class AuthorityRewriter {
       this.buf = this.buf.subarray(9 + length)
       if (this.pending) {
         if (type !== CONTINUATION || stream !== this.pending.stream) throw new Error('a header block was interrupted')
-        this.pending.block.push(payload)
+        this.pending.bytes += payload.length
+        if (this.pending.block.length > MAX_CONTINUATIONS) throw new Error('too many CONTINUATION frames')
+        if (this.pending.bytes > MAX_HEADER_BLOCK) throw new Error('a header block over 64 KiB')
+        this.pending.block.push(Buffer.from(payload))
         if (flags & END_HEADERS) out.push(this.finish())
       } else if (type === HEADERS) {
         let p = payload
@@ -87,7 +100,7 @@ export class AuthorityRewriter {
           priority = Buffer.from(p.subarray(0, 5))
           p = p.subarray(5)
         }
-        this.pending = { stream, flags, priority, block: [Buffer.from(p)] }
+        this.pending = { stream, flags, priority, block: [Buffer.from(p)], bytes: p.length }
         if (flags & END_HEADERS) out.push(this.finish())
       } else if (type === CONTINUATION) {
         throw new Error('CONTINUATION without HEADERS')
@@ -102,7 +115,7 @@ export class AuthorityRewriter {
   private finish(): Buffer {
     const { stream, flags, priority, block } = this.pending!
     this.pending = undefined
-    const fields: Field[] = this.decoder.decode(Buffer.concat(block))
+    const fields: Field[] = this.decoder.decode(Buffer.concat(block), MAX_HEADER_BLOCK)
       .map((f) => (f.name === ':authority' ? { ...f, value: AUTHORITY } : f))
     const encoded = Buffer.concat([priority, encode(fields)])
     const keep = flags & ~(PADDED | END_HEADERS) // END_STREAM and PRIORITY stay

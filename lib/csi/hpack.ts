@@ -43,16 +43,19 @@ const LENGTHS = [
 ]
 const EOS = 256
 
-/** code → symbol, keyed by `length:code`. */
+/** A code of `len` bits, as one number: the decoding table's key. */
+const codeKey = (len: number, code: number): number => len * 0x40000000 + code
+
+/** code → symbol, keyed by codeKey. */
 const DECODE = (() => {
   const order = LENGTHS.map((len, sym) => ({ len, sym })).sort((a, b) => a.len - b.len || a.sym - b.sym)
-  const map = new Map<string, number>()
+  const map = new Map<number, number>()
   let code = 0
   let len = order[0]!.len
   for (const e of order) {
     code <<= e.len - len
     len = e.len
-    map.set(`${len}:${code}`, e.sym)
+    map.set(codeKey(len, code), e.sym)
     code++
   }
   return map
@@ -66,7 +69,7 @@ export function huffmanDecode(bytes: Uint8Array): string {
     for (let bit = 7; bit >= 0; bit--) {
       code = (code << 1) | ((byte >> bit) & 1)
       len++
-      const sym = DECODE.get(`${len}:${code}`)
+      const sym = DECODE.get(codeKey(len, code))
       if (sym === EOS) throw new HpackError('Huffman string contains EOS')
       if (sym !== undefined) {
         out += String.fromCharCode(sym)
@@ -93,8 +96,18 @@ export class Decoder {
     this.maxSize = limit
   }
 
-  decode(block: Uint8Array): Field[] {
+  /**
+   * The fields of one header block. Throws HpackError on a malformed block, and when the fields
+   * add up (name, value and 32 each, as SETTINGS_MAX_HEADER_LIST_SIZE counts) to over `maxList`.
+   */
+  decode(block: Uint8Array, maxList = Infinity): Field[] {
     const fields: Field[] = []
+    let listSize = 0
+    const counted = (f: Field): Field => {
+      listSize += f.name.length + f.value.length + 32
+      if (listSize > maxList) throw new HpackError(`header list over ${maxList} bytes`)
+      return f
+    }
     let pos = 0
     const int = (prefixBits: number): number => {
       const mask = (1 << prefixBits) - 1
@@ -131,13 +144,13 @@ export class Decoder {
       const b = block[pos]!
       if (b & 0x80) {
         const [name, value] = entry(int(7))
-        fields.push({ name, value, sensitive: false })
+        fields.push(counted({ name, value, sensitive: false }))
         fieldSeen = true
       } else if (b & 0x40) {
         const index = int(6)
         const name = index === 0 ? str() : entry(index)[0]
         const value = str()
-        fields.push({ name, value, sensitive: false })
+        fields.push(counted({ name, value, sensitive: false }))
         this.add(name, value)
         fieldSeen = true
       } else if (b & 0x20) {
@@ -150,7 +163,7 @@ export class Decoder {
         const sensitive = (b & 0x10) !== 0
         const index = int(4)
         const name = index === 0 ? str() : entry(index)[0]
-        fields.push({ name, value: str(), sensitive })
+        fields.push(counted({ name, value: str(), sensitive }))
         fieldSeen = true
       }
     }
