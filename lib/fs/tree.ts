@@ -22,7 +22,7 @@
 // directories are setgid (SetVolumeOwnership: files `| 0440`, done in projection.ts; directories
 // `| 02550`). SetVolumeOwnership skips symlinks, so links keep `gid` (seen on kubelet 1.20.2).
 
-import { createHash } from 'node:crypto'
+import crypto, { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { Generation } from '../volume/generation.js'
 import type { KeptBytes, KeptHolder } from './kept.js'
@@ -84,9 +84,14 @@ function stat(ino: number, mode: number, uid: number, gid: number, size: number,
  * that it is a safe integer; 0 and 1 (the root) are never given.
  */
 export function inoOf(identity: string): number {
-  const n = Number(createHash('sha1').update(identity).digest().readBigUInt64BE(0) >> 12n)
+  const n = Number(sha1(identity).readBigUInt64BE(0) >> 12n)
   return n < 2 ? n + 2 : n
 }
+
+/** SHA-1 of a string: crypto.hash where Node has it (20.12: one call, no Hash object), else a Hash. */
+const sha1: (s: string) => Buffer = typeof (crypto as { hash?: unknown }).hash === 'function'
+  ? (s) => (crypto as unknown as { hash(alg: string, data: string, enc: 'buffer'): Buffer }).hash('sha1', s, 'buffer')
+  : (s) => createHash('sha1').update(s).digest()
 
 const ROOT_INO = 1
 

@@ -54,11 +54,22 @@ const SHORT: Record<number, string> = {
   0x07: '\\a', 0x08: '\\b', 0x0c: '\\f', 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t', 0x0b: '\\v',
 }
 
+/** Printable ASCII that %q leaves as it is: everything from space to '~' but '"' and '\\'. */
+const plain = (c: number): boolean => c >= 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c
+
 /** strconv.Quote of the bytes: the result is always valid UTF-8. */
 export function goQuote(value: Uint8Array | string): string {
-  const b = typeof value === 'string' ? Buffer.from(value, 'utf8') : value
+  const b = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
   let out = '"'
   for (let i = 0; i < b.length;) {
+    // A run of plain ASCII goes in one piece: annotation values are mostly that, and large.
+    if (plain(b[i]!)) {
+      let j = i + 1
+      while (j < b.length && plain(b[j]!)) j++
+      out += b.toString('latin1', i, j)
+      i = j
+      continue
+    }
     const [r, width] = decodeRune(b, i)
     if (r < 0) {
       out += '\\x' + hex(b[i]!, 2)
