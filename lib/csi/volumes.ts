@@ -42,7 +42,7 @@ import { mkdir, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import createDebug from 'debug'
 import { machineAllocatable } from '../volume/allocatable.js'
-import { DEFAULT_AGENT_BUDGET, overBudget, type AgentBudget } from '../volume/budget.js'
+import { DEFAULT_AGENT_BUDGET, causeOf, overBudget, type AgentBudget } from '../volume/budget.js'
 import { Daemon } from '../fs/daemon.js'
 import { KeptBytes } from '../fs/kept.js'
 import { DAPIFS_FSTYPE, lazyUnmount, mounts, prepareMountpoint } from '../fs/mountpoint.js'
@@ -127,8 +127,10 @@ export class Volumes {
   /** Past generations, for the node's budget. */
   private readonly kept: KeptBytes
   /** Pods (by uid) whose volumes wait to be rendered again, in the order they changed. */
-  private readonly dirty = new Set<string | undefined>()
-  private renderTurn: NodeJS.Immediate | undefined
+  private readonly dirty = new Set<string>()
+  /** Whether the queue of pods is being worked through (drainRenders). */
+  private rendering = false
+  private quieted = false
 
   private readonly nodeLabelKeys: NodeLabelKeys
   /** The Node as pods may see it, for the source's latest Node. */
@@ -189,6 +191,7 @@ export class Volumes {
     this.waiting.set(target, abort)
     return this.serial(target, async () => {
       try {
+        await turn() // parsing the items was this call's turn: the others' requests come first
         const existing = this.byTarget.get(target)
         if (existing) {
           if (existing.volumeId === req.volume_id && existing.request.key === request.key) return
@@ -229,6 +232,7 @@ export class Volumes {
       const projection = daemon.render(withNode(pod, this.node), this.source.allocatable)
       const others = [...this.byUid.get(request.pod.uid) ?? []].map((o) => bytesOf(o.daemon.latestGeneration?.projection))
       this.checkPodBytes(request.pod, [...others, bytesOf(projection)])
+      await turn() // rendering was one turn; building the generation's nodes is the next
       daemon.serve(projection)
     } catch (e) {
       throw invalid(e, `pod ${podName(request.pod)}`)
@@ -242,6 +246,7 @@ export class Volumes {
       throw new CsiError('INTERNAL', `${target}: cannot mount: ${(e as Error).message}`)
     }
     this.add(p)
+    this.changed(request.pod.uid) // a change of the pod while it was mounted: rendered again, flipped if need be
     this.opts.keeper?.put(target, daemon.sessionFd())
     await this.save(p, daemon.generation!)
     const gen = daemon.generation!
@@ -428,25 +433,30 @@ export class Volumes {
 
   /** A pod changed (undefined: the Node did, which concerns them all): queue its volumes. */
   private changed(uid: string | undefined): void {
-    if (!this.followed) return
+    if (!this.followed || this.quieted) return
     if (uid === undefined) for (const u of this.byUid.keys()) this.dirty.add(u)
     else if (this.byUid.has(uid)) this.dirty.add(uid)
-    this.nextTurn()
+    void this.drainRenders()
   }
 
-  private nextTurn(): void {
-    if (this.renderTurn || this.dirty.size === 0) return
-    this.renderTurn = setImmediate(() => {
-      this.renderTurn = undefined
-      const uid = this.dirty.values().next().value
-      this.dirty.delete(uid)
-      if (uid !== undefined) this.rerender(uid)
-      this.nextTurn()
-    })
+  /** Works through the queue of pods, one at a time, each step in a turn of its own. */
+  private async drainRenders(): Promise<void> {
+    if (this.rendering) return
+    this.rendering = true
+    try {
+      while (this.dirty.size > 0 && !this.quieted) {
+        await turn()
+        const uid = this.dirty.values().next().value!
+        this.dirty.delete(uid)
+        await this.rerender(uid)
+      }
+    } finally {
+      this.rendering = false
+    }
   }
 
   /** Renders a pod's volumes again; within its budget, each flips if its files changed. */
-  private rerender(uid: string): void {
+  private async rerender(uid: string): Promise<void> {
     const targets = [...this.byUid.get(uid) ?? []]
     const entry = this.source.byUid(uid)
     if (targets.length === 0 || !entry) return
@@ -455,20 +465,30 @@ export class Volumes {
       return
     }
     const pod = withNode(entry.pod, this.node)
-    const rendered = targets.map((p): Projection | Error => {
+    const rendered: (Projection | Error)[] = []
+    for (const p of targets) {
       try {
-        return p.daemon.render(pod, this.source.allocatable)
+        rendered.push(p.daemon.render(pod, this.source.allocatable))
       } catch (e) {
-        return e as Error
+        rendered.push(e as Error)
       }
-    })
+      if (targets.length > 1) await turn()
+    }
     try {
       this.checkPodBytes(targets[0]!.request.pod, rendered.map((r, i) => bytesOf(r instanceof Error ? targets[i]!.daemon.latestGeneration?.projection : r)))
     } catch (e) {
-      for (const p of targets) p.daemon.problem((e as Error).message)
+      for (const p of targets) p.daemon.problem((e as Error).message, causeOf(e as Error))
       return
     }
-    rendered.forEach((r, i) => (r instanceof Error ? targets[i]!.daemon.problem(r.message) : targets[i]!.daemon.served(r)))
+    for (const [i, r] of rendered.entries()) {
+      const p = targets[i]!
+      if (this.byTarget.get(p.target) !== p) continue // unpublished meanwhile
+      if (r instanceof Error) p.daemon.problem(r.message, causeOf(r))
+      else {
+        await turn() // rendering was a turn; building its generation is another
+        p.daemon.served(r)
+      }
+    }
   }
 
   /** The pod's volumes together (their renderings' sizes) must be within the pod's budget. */
@@ -531,12 +551,14 @@ export class Volumes {
   private quiet(): void {
     this.stopListening()
     clearTimeout(this.orphanTimer)
-    if (this.renderTurn) clearImmediate(this.renderTurn)
-    this.renderTurn = undefined
+    this.quieted = true
     this.dirty.clear()
     for (const c of this.waiting.values()) c.abort()
   }
 }
+
+/** Lets everything that waits on the event loop (FUSE requests, CSI calls, other pods) go first. */
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 function podName(ref: PodRef): string {
   return `${ref.namespace}/${ref.name}`

@@ -18,6 +18,7 @@ import { withNode, type Pod } from '../volume/pod.js'
 import { project, type Projection } from '../volume/projection.js'
 import type { KeptBytes } from './kept.js'
 import type { Allocatable } from '../volume/resource.js'
+import { causeOf } from '../volume/budget.js'
 import type { PodSink } from '../source/file.js'
 import type { KubeSink } from '../source/kube.js'
 import { Tree } from './tree.js'
@@ -169,7 +170,7 @@ export class Daemon implements PodSink, KubeSink {
     try {
       this.served(this.render(pod, allocatable))
     } catch (e) {
-      this.problem((e as Error).message)
+      this.problem((e as Error).message, causeOf(e as Error))
     }
   }
 
@@ -179,9 +180,10 @@ export class Daemon implements PodSink, KubeSink {
     this.lastProblem = undefined
   }
 
-  problem(message: string): void {
-    if (message === this.lastProblem) return
-    this.lastProblem = message
+  /** Said once for each cause (the message, unless told), until the next success or another cause. */
+  problem(message: string, cause = message): void {
+    if (cause === this.lastProblem) return
+    this.lastProblem = cause
     const gen = this.tree.generation
     this.opts.say(gen ? `${message} (still serving ${gen.name})` : message)
   }

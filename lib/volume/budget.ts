@@ -89,11 +89,23 @@ export function figure(n: number, unit: BudgetKey<unknown>['unit']): string {
   return `${n.toLocaleString('en-US')} ${unit}`
 }
 
-/** The refusal: what is over which budget, by how much, and how to change it. */
-export class BudgetError extends InputError {}
+/**
+ * The refusal: what is over which budget, by how much, and how to change it. `budgetCause` names
+ * it without the figure, so that a pod that keeps growing past a budget is reported once.
+ */
+export class BudgetError extends InputError {
+  constructor(where: string, problem: string, readonly budgetCause: string) {
+    super(where, problem)
+  }
+}
 
 export function overBudget(where: string, what: string, n: number, limit: number, key: string, unit: BudgetKey<unknown>['unit']): BudgetError {
-  return new BudgetError(where, `${what} ${figure(n, unit)}, over the budget of ${figure(limit, unit)} (--budget ${key}=...)`)
+  return new BudgetError(where, `${what} ${figure(n, unit)}, over the budget of ${figure(limit, unit)} (--budget ${key}=...)`, `${where}: over ${key}`)
+}
+
+/** What makes two reports of a problem the same: a budget's cause, or else the message. */
+export function causeOf(e: Error): string {
+  return e instanceof BudgetError ? e.budgetCause : e.message
 }
 
 /**
