@@ -3,7 +3,11 @@
 // on one node, each with a dapifs volume, against a real kube-apiserver (scripts/kube-apiserver.sh).
 // For each size: the driver's RSS and threads, the watches it holds in the API server (from the
 // server's own apiserver_registered_watchers metric), publish latency, and the time from a label
-// patch to the new bytes in that pod's volume with all the others mounted.
+// patch to the new bytes in that pod's volume with all the others mounted. Then, with every pod
+// still mounted, a noisy neighbour: one pod publishes and updates the largest volume the budgets
+// allow while the volume of another is listed in a loop (each listing asks the driver): the
+// longest wait of a listing, beside the same measured with no neighbour. The driver runs on CPU 0,
+// the listing on CPU 1.
 //
 //   node scripts/bench-csi.mjs            the full run (about 3 minutes)
 //   node scripts/bench-csi.mjs --tiny     10 pods only, a few patches
@@ -74,7 +78,8 @@ async function main() {
     const baseline = await watchers()
 
     const socket = path.join(dir, 'csi.sock')
-    driver = spawn(path.join(ROOT, 'dist', 'main.js'), ['csi', '--endpoint', `unix://${socket}`, '--node-name', NODE, '--kubeconfig', kubeconfig, '--no-registration'], { stdio: ['ignore', 'ignore', 'pipe'] })
+    driver = spawn('taskset', ['-c', '0', path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE, '--kubeconfig', kubeconfig,
+      '--no-registration', '--kubelet-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
     let log = ''
     driver.stderr.on('data', (d) => { log += d })
     while (!log.includes('serving csi.dapifs.dev')) {
@@ -135,6 +140,36 @@ async function main() {
         pub50: pct(publish, 0.5), pub99: pct(publish, 0.99), pubMax: Math.max(...publish),
         lat50: pct(latencies, 0.5), lat99: pct(latencies, 0.99), latMax: Math.max(...latencies) })
     }
+    // The noisy neighbour (see the top of this file).
+    const SECONDS = tiny ? 2 : 6
+    const quiet = pods[0]
+    const listing = () => run('taskset', ['-c', '1', readerBin, 'ls', quiet.target, '1', String(SECONDS)])
+    const parse = (out) => { const m = /ops (\d+) errors (\d+) .*p99_ns (\d+) max_ns (\d+)/.exec(out.toString()); return { ops: Number(m[1]), errors: Number(m[2]), p99: Number(m[3]) / 1e6, max: Number(m[4]) / 1e6 } }
+    const alone = parse((await listing()).stdout)
+    const big = 'x'.repeat(250 * 1024)
+    const heavy = await core.createNamespacedPod({ namespace: NS, body: {
+      metadata: { name: 'heavy', labels: { app: 'heavy' }, annotations: { big } },
+      spec: { nodeName: NODE, containers: [{ name: 'main', image: 'busybox' }] },
+    } })
+    const item = (p, fp) => `- {path: ${p}, fieldRef: {fieldPath: ${fp}}}\n`
+    const heavyItems = Array.from({ length: 8 }, (_, i) => item(`a${i}`, 'metadata.annotations')).join('') + item('labels', 'metadata.labels') +
+      Array.from({ length: 991 }, (_, i) => item(`n${i}`, 'metadata.name')).join('')
+    const heavyTarget = path.join(dir, 'pods', heavy.metadata.uid, 'volumes', 'kubernetes.io~csi', 'largest', 'mount')
+    mkdirSync(path.dirname(heavyTarget), { recursive: true })
+    const besideRun = listing()
+    await sleep(300)
+    await call('NodePublishVolume', {
+      volume_id: 'heavy', target_path: heavyTarget, readonly: true,
+      volume_context: { items: heavyItems, 'csi.storage.k8s.io/pod.name': 'heavy', 'csi.storage.k8s.io/pod.namespace': NS, 'csi.storage.k8s.io/pod.uid': heavy.metadata.uid },
+      volume_capability: { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
+    })
+    let updates = 0
+    for (const end = Date.now() + (SECONDS - 1) * 1000; Date.now() < end; updates++) {
+      await core.patchNamespacedPod({ namespace: NS, name: 'heavy', body: [{ op: 'add', path: '/metadata/labels/rev', value: String(updates) }] })
+      await sleep(200)
+    }
+    const beside = parse((await besideRun).stdout)
+    await call('NodeUnpublishVolume', { volume_id: 'heavy', target_path: heavyTarget })
     client.close()
 
     console.log(`\nCSI driver at node scale: ${SIZES.join(', ')} pods on one node, one volume each (${ITEMS.split('- path').length - 1} items); driver started at ${f(startRss.rssKb / 1024)} MB, ${startRss.threads} threads; patch = JSON patch accepted -> new labels readable in that pod's volume (${PATCHES} per size, the C reader polling every 100 µs)\n`)
@@ -145,6 +180,10 @@ async function main() {
       console.log(line([r.size, `${f(r.rssMb)} MB`, r.threads, f((r.threads - startRss.threads) / r.size, 1), `${r.pw}, ${r.nw}`,
         `${f(r.pub50)} / ${f(r.pub99)} / ${f(r.pubMax)} ms`, `${f(r.lat50)} / ${f(r.lat99)} / ${f(r.latMax)} ms`]))
     }
+    console.log(`\nnoisy neighbour, ${pods.length} pods mounted: listings of one pod's volume (${SECONDS} s, CPU 1; the driver on CPU 0)`)
+    console.log(`  alone                                                        ${alone.ops} listings, ${alone.errors} failed, p99 ${f(alone.p99, 2)} ms, longest ${f(alone.max, 2)} ms`)
+    console.log(`  while another pod publishes the largest volume the budgets    ${beside.ops} listings, ${beside.errors} failed, p99 ${f(beside.p99, 2)} ms, longest ${f(beside.max, 2)} ms`)
+    console.log(`  allow (1,000 items, 2 MB) and changes it ${updates} times`)
     const last = rows.at(-1)
     console.log('\ntargets')
     const target = (ok, text) => console.log(`  ${ok ? 'met   ' : 'MISSED'} ${text}`)
@@ -153,6 +192,8 @@ async function main() {
     target(last.lat99 < 20, `label patch to new bytes p99 under 20 ms at ${last.size} pods: ${f(last.lat99)} ms`)
     target(rows.every((r) => r.pw === 1 && r.nw === 1), `one pod watch and one node watch at every size: ${rows.map((r) => `${r.pw}+${r.nw}`).join(', ')}`)
     target((last.threads - startRss.threads) / last.size <= 3, `at most a few threads per mount: ${f((last.threads - startRss.threads) / last.size, 1)}`)
+    target(beside.errors === 0, `no failed listing beside the largest volume: ${beside.errors}`)
+    target(beside.max < 50, `the longest wait of a listing beside the largest volume under 50 ms: ${f(beside.max, 1)} ms (alone: ${f(alone.max, 1)} ms)`)
   } finally {
     if (driver && driver.exitCode === null) {
       driver.kill('SIGTERM')

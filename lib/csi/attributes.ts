@@ -8,7 +8,8 @@
 // (extensions.ts), unless the driver refuses them (`dapifs csi --no-extensions`).
 //
 // The attributes are the pod author's, and the node agent is shared: the `items` text is
-// measured before it is parsed, and YAML anchors are refused (budget.ts).
+// measured before it is parsed (checkVolumeContext), YAML anchors are refused (budget.ts), and
+// the driver parses it off its thread (parser.ts).
 
 import { DEFAULT_VOLUME_BUDGET, overBudget, type VolumeBudget } from '../volume/budget.js'
 import { parseManifest } from '../volume/manifest.js'
@@ -35,14 +36,20 @@ export function volumeNameOf(targetPath: string, fallback: string): string {
   return m ? m[1]! : fallback
 }
 
-function parseAttribute(text: string, where: string): unknown {
+/** One YAML or JSON value of an attribute's text, anchors refused. */
+export function parseAttribute(text: string, where: string): unknown {
   const docs = parseManifest(text, where, { anchors: 'refused' })
   if (docs.length !== 1) throw new InputError(where, `must hold one YAML or JSON value, not ${docs.length}`)
   return docs[0]
 }
 
-export function readVolumeContext(ctx: Record<string, string>, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed',
-  budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): VolumeRequest {
+export const ITEMS_WHERE = 'volumeAttributes.items'
+
+/**
+ * What is checked before anything is parsed: the attributes' names, the pod's identity, and the
+ * size of the items' text (budget.ts). Returns the pod and the text to parse.
+ */
+export function checkVolumeContext(ctx: Record<string, string>, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): { pod: PodRef; items: string } {
   for (const key of Object.keys(ctx)) {
     if (!key.startsWith(POD_INFO) && !ATTRIBUTES.includes(key)) {
       throw new InputError('volumeAttributes', `unknown attribute ${JSON.stringify(key)} (allowed: ${ATTRIBUTES.join(', ')})`)
@@ -58,14 +65,28 @@ export function readVolumeContext(ctx: Record<string, string>, volumeName: strin
   }
   const pod = { namespace: info('pod.namespace'), name: info('pod.name'), uid: info('pod.uid') }
   if (ctx.items === undefined) {
-    throw new InputError('volumeAttributes.items', 'is required: the downwardAPI items list, as YAML or JSON (- path: labels\\n  fieldRef: {fieldPath: metadata.labels})')
+    throw new InputError(ITEMS_WHERE, 'is required: the downwardAPI items list, as YAML or JSON (- path: labels\\n  fieldRef: {fieldPath: metadata.labels})')
   }
   const textBytes = Buffer.byteLength(ctx.items, 'utf8')
-  if (textBytes > budget.itemsText) throw overBudget('volumeAttributes.items', 'is', textBytes, budget.itemsText, 'items-text', 'bytes')
-  const source: Record<string, unknown> = { items: parseAttribute(ctx.items, 'volumeAttributes.items') }
-  if (!Array.isArray(source.items)) new Shape(source.items, 'volumeAttributes.items').list()
+  if (textBytes > budget.itemsText) throw overBudget(ITEMS_WHERE, 'is', textBytes, budget.itemsText, 'items-text', 'bytes')
+  return { pod, items: ctx.items }
+}
+
+/** The request, from a checked context (checkVolumeContext) and its items, parsed (parseAttribute). */
+export function volumeRequest(ctx: Record<string, string>, items: unknown, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed',
+  budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): VolumeRequest {
+  const { pod } = checkVolumeContext(ctx, budget)
+  const source: Record<string, unknown> = { items }
+  if (!Array.isArray(source.items)) new Shape(source.items, ITEMS_WHERE).list()
   if (ctx.defaultMode !== undefined) source.defaultMode = parseAttribute(ctx.defaultMode, 'volumeAttributes.defaultMode')
   const volume = readDownwardAPISource(new Shape(source, 'volumeAttributes'), volumeName, extensions)
   checkVolume(volume, budget)
   return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
+}
+
+/** checkVolumeContext, parseAttribute and volumeRequest, in this thread. */
+export function readVolumeContext(ctx: Record<string, string>, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed',
+  budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): VolumeRequest {
+  const { items } = checkVolumeContext(ctx, budget)
+  return volumeRequest(ctx, parseAttribute(items, ITEMS_WHERE), volumeName, extensions, budget)
 }

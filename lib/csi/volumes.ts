@@ -2,8 +2,9 @@
 // the node's one pod watch.
 //
 // Publish, for a target:
-//   1. read the request (attributes.ts); bad items are INVALID_ARGUMENT, with the line
-//      `dapifs render` gives;
+//   1. read the request (attributes.ts): the target, the attributes and the items' size at once,
+//      then the items, parsed off this thread (parser.ts); bad items are INVALID_ARGUMENT, with
+//      the line `dapifs render` gives;
 //   2. the same volume already at that target is a success that changes nothing; another one is
 //      ALREADY_EXISTS;
 //   3. wait for the pod in the node's watch, until just before the call's deadline (UNAVAILABLE
@@ -52,7 +53,8 @@ import { InputError } from '../volume/shape.js'
 import type { NodeSource } from '../source/node.js'
 import { checkGeneration, type Generation } from '../volume/generation.js'
 import type { Projection } from '../volume/projection.js'
-import { readVolumeContext, volumeNameOf, type PodRef, type VolumeRequest } from './attributes.js'
+import { ITEMS_WHERE, checkVolumeContext, readVolumeContext, volumeNameOf, volumeRequest, type PodRef, type VolumeRequest } from './attributes.js'
+import { AttributeParser } from './parser.js'
 import type { Keeper } from './keeper.js'
 import type { VolumeRecord, VolumeStore } from './state.js'
 
@@ -133,6 +135,8 @@ export class Volumes {
   private quieted = false
 
   private readonly nodeLabelKeys: NodeLabelKeys
+  /** Parses the items pod authors write, off this thread. */
+  private readonly parser = new AttributeParser()
   /** The Node as pods may see it, for the source's latest Node. */
   private nodeSeen: { of: NodeView; view: NodeView } | undefined
 
@@ -185,13 +189,26 @@ export class Volumes {
     const target = this.checkTarget(req.target_path)
     if (!req.volume_id) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
     if (req.volume_capability?.block) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: dapifs volumes are filesystems, not block devices')
-    const request = this.readRequest(target, req.volume_id, req.volume_context ?? {})
-    // An unpublish that comes while this publish waits (its turn, or the pod) aborts it.
+    const ctx = req.volume_context ?? {}
+    let texts: { items: string }
+    try {
+      texts = checkVolumeContext(ctx, this.budget)
+    } catch (e) {
+      throw invalid(e)
+    }
+    // An unpublish that comes while this publish waits (its turn, the parse, or the pod) aborts it.
     const abort = new AbortController()
     this.waiting.set(target, abort)
     return this.serial(target, async () => {
       try {
-        await turn() // parsing the items was this call's turn: the others' requests come first
+        let items: unknown
+        try {
+          items = await this.parser.parse(texts.items, ITEMS_WHERE)
+        } catch (e) {
+          throw invalid(e)
+        }
+        if (abort.signal.aborted) throw new CsiError('ABORTED', `${target}: the volume was unpublished while its publish was parsed`)
+        const request = this.readRequest(target, req.volume_id, ctx, items)
         const existing = this.byTarget.get(target)
         if (existing) {
           if (existing.volumeId === req.volume_id && existing.request.key === request.key) return
@@ -202,7 +219,7 @@ export class Volumes {
           throw new CsiError('INVALID_ARGUMENT', overBudget(`pod ${podName(request.pod)}`, 'would have', others + 1, this.budget.podVolumes, 'pod-volumes', 'volumes').message)
         }
         const pod = await this.podFor(request.pod, deadline, abort.signal)
-        await this.mount(req.volume_id, target, req.volume_context ?? {}, request, pod)
+        await this.mount(req.volume_id, target, ctx, request, pod)
       } finally {
         if (this.waiting.get(target) === abort) this.waiting.delete(target)
       }
@@ -517,11 +534,16 @@ export class Volumes {
     return target
   }
 
-  /** A publish request's volume, checked as the kubelet's would be: INVALID_ARGUMENT if not. */
-  private readRequest(target: string, volumeId: string, ctx: Record<string, string>): VolumeRequest {
+  /**
+   * A publish request's volume, checked as the kubelet's would be: INVALID_ARGUMENT if not. Its
+   * items parsed already (off this thread: parser.ts), or parsed here.
+   */
+  private readRequest(target: string, volumeId: string, ctx: Record<string, string>, items?: unknown): VolumeRequest {
     let request: VolumeRequest
+    const extensions = this.opts.extensions ? 'allowed' : 'refused'
     try {
-      request = readVolumeContext(ctx, volumeNameOf(target, volumeId), this.opts.extensions ? 'allowed' : 'refused', this.budget)
+      request = items === undefined ? readVolumeContext(ctx, volumeNameOf(target, volumeId), extensions, this.budget)
+        : volumeRequest(ctx, items, volumeNameOf(target, volumeId), extensions, this.budget)
     } catch (e) {
       throw invalid(e)
     }
@@ -553,6 +575,7 @@ export class Volumes {
     clearTimeout(this.orphanTimer)
     this.quieted = true
     this.dirty.clear()
+    this.parser.stop()
     for (const c of this.waiting.values()) c.abort()
   }
 }
