@@ -45,7 +45,13 @@ if [ "$RELEASE" = 1.20.2 ]; then
 else
   MOD=$HERE/k8s-modules/$RELEASE
   [ -f "$MOD/go.mod" ] || { echo "$0: no module for Kubernetes $RELEASE: scripts/k8s-modules/$RELEASE/go.mod (see this script's header)" >&2; exit 2; }
-  GO=go
+  # Any Go from 1.21 on runs the toolchain that GOTOOLCHAIN names (the machine's own if it is
+  # that one, else the go command fetches it from the module proxy).
+  GO=${DAPIFS_GO_MODULES:-go}
+  case $("$GO" env GOVERSION 2>/dev/null) in
+    go1.2[1-9]*|go1.[3-9][0-9]*) ;;
+    *) echo "$0: building Kubernetes $RELEASE needs Go 1.21 or later as '$GO' (or DAPIFS_GO_MODULES); it is: $("$GO" version 2>&1)" >&2; exit 1 ;;
+  esac
   GOTOOLCHAIN=$(sed -n 's/^toolchain //p' "$MOD/go.mod")
   [ -n "$GOTOOLCHAIN" ] || { echo "$0: $MOD/go.mod has no toolchain line" >&2; exit 2; }
   export GOTOOLCHAIN
