@@ -32,8 +32,8 @@
 # /bin/inotify-watch) and localhost/pause:3.4 with imagePullPolicy: Never, on node dapifs-node.
 # Both releases run on bookworm's containerd 1.6: it serves CRI v1alpha2, which kubelet 1.20
 # speaks, and CRI v1, which newer kubelets speak (kubelet 1.37 falls back from the RuntimeConfig
-# call containerd 1.x lacks, and says 1.38 will need it). Kubelets from 1.35 on refuse cgroup v1
-# unless failCgroupV1 is false, which their configuration here says.
+# call containerd 1.x lacks, and says 1.38 will need it). Kubelet 1.37 refuses this machine's
+# cgroup v1 unless failCgroupV1 is false (its default is true), which its configuration here says.
 # Only one node per machine: the kubelet's device-plugin socket and /var/log/pods are fixed paths.
 # Needs (scripts/setup.sh installs them): what kube-apiserver.sh needs, containerd runc
 # busybox-static jq gcc, and root.
