@@ -1,43 +1,31 @@
 #!/bin/bash
-# A real kube-apiserver (1.20.2, from Debian's `kubernetes` source package) and etcd (Debian's),
-# on 127.0.0.1 only, for the tests and by hand:
+# A real kube-apiserver (1.20.2 by default, from Debian's `kubernetes` source package; or another
+# release that scripts/k8s-build.sh builds) and etcd (Debian's), on 127.0.0.1 only, for the tests
+# and by hand:
 #   scripts/kube-apiserver.sh build          build once into the cache; print the binary's path
 #   scripts/kube-apiserver.sh built          print the binary's path if it is built, else fail
 #   scripts/kube-apiserver.sh up DIR         start etcd and the API server with state in DIR;
 #                                            write DIR/kubeconfig; return when ready
 #   scripts/kube-apiserver.sh down DIR       stop both
 #   scripts/kube-apiserver.sh stop-api DIR   stop the API server only (etcd keeps the data)
-#   scripts/kube-apiserver.sh start-api DIR  start it again
+#   scripts/kube-apiserver.sh start-api DIR  start it again, as up started it
 # Ports: DAPIFS_ETCD_PORT (23790; peer +10) and DAPIFS_API_PORT (26443).
+# DAPIFS_K8S: the release (1.20.2). DAPIFS_API_NODE=1: the API server of a node (kube-node.sh),
+# as in a cluster: privileged pods allowed, and the ServiceAccount admission plugin on, so pods get
+# their ServiceAccount's token (a projected volume; on 1.20.2 the BoundServiceAccountTokenVolume
+# gate turns that on), which a controller manager must serve (the namespaces' `default` accounts,
+# the kube-root-ca.crt ConfigMaps). Without it there is no controller manager, so that plugin is
+# off. DIR/sa.key signs the tokens and DIR/sa.pub checks them; a controller manager signs with
+# DIR/sa.key too.
 # Needs: golang-go etcd-server etcd-client rsync openssl curl (scripts/setup.sh installs them).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${DAPIFS_CACHE:-$HOME/.cache/dapifs}
-BIN=$CACHE/bin/kube-apiserver-1.20.2
-# Built as Debian builds it, with bookworm's Go 1.19, whatever `go` the PATH has.
-GO=${DAPIFS_GO_1_20:-/usr/lib/go-1.19/bin/go}
+RELEASE=${DAPIFS_K8S:-1.20.2}
 ETCD_PORT=${DAPIFS_ETCD_PORT:-23790}
 API_PORT=${DAPIFS_API_PORT:-26443}
 
-build() {
-  if [ -x "$BIN" ] && [ "$(cat "$BIN.go" 2>/dev/null)" = "$("$GO" version)" ]; then echo "$BIN"; return; fi
-  local tree gopath ld v
-  tree=$("$HERE/k8s-source.sh")
-  gopath=$CACHE/gopath
-  mkdir -p "$gopath/src/k8s.io" "$CACHE/bin" "$CACHE/tmp"
-  ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
-  export GOPATH=$gopath GO111MODULE=off GOFLAGS= GOPROXY=off CGO_ENABLED=0 GOCACHE=$CACHE/gocache TMPDIR=$CACHE/tmp
-  # The tarball lacks the generated OpenAPI definitions.
-  [ -f "$tree/pkg/generated/openapi/zz_generated.openapi.go" ] || (cd "$tree" && make gen_openapi >&2)
-  ld="-s -w"
-  for v in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
-    ld="$ld -X $v.gitVersion=v1.20.2 -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean"
-  done
-  (cd "$gopath/src/k8s.io/kubernetes" && "$GO" build -ldflags "$ld" -o "$BIN.tmp" ./cmd/kube-apiserver >&2)
-  mv "$BIN.tmp" "$BIN"
-  "$GO" version > "$BIN.go"
-  echo "$BIN"
-}
+build() { "$HERE/k8s-build.sh" "$RELEASE" kube-apiserver; }
 
 wait_for() { # URL SECONDS [curl args]
   local url=$1 n=$(( $2 * 10 )); shift 2
@@ -48,13 +36,23 @@ wait_for() { # URL SECONDS [curl args]
 }
 
 start_api() {
-  local dir=$1
-  "$BIN" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  local dir=$1 node= release=$RELEASE bin flags
+  # start-api starts the server that up started.
+  # shellcheck disable=SC1091
+  if [ -f "$dir/api.env" ]; then . "$dir/api.env"; else node=${DAPIFS_API_NODE:-}; fi
+  bin=$CACHE/bin/kube-apiserver-$release
+  if [ "$node" = 1 ]; then
+    flags=(--allow-privileged=true)
+    [ "$release" != 1.20.2 ] || flags+=(--feature-gates=BoundServiceAccountTokenVolume=true)
+  else
+    flags=(--disable-admission-plugins=ServiceAccount)
+  fi
+  "$bin" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
     --endpoint-reconciler-type=none --cert-dir="$dir/certs" --token-auth-file="$dir/tokens.csv" \
     --authorization-mode=AlwaysAllow --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
+    --service-cluster-ip-range=10.0.0.0/24 "${flags[@]}" \
     --profiling=false --v=1 >>"$dir/apiserver.log" 2>&1 &
   echo $! > "$dir/apiserver.pid"
   wait_for "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$dir/certs/apiserver.crt" -H 'Authorization: Bearer devtoken' ||
@@ -71,8 +69,10 @@ stop_pid() { # FILE
 
 up() {
   local dir=$1
-  [ -x "$BIN" ] || { echo "kube-apiserver is not built: run $0 build" >&2; exit 1; }
+  "$HERE/k8s-build.sh" --check "$RELEASE" kube-apiserver > /dev/null ||
+    { echo "kube-apiserver $RELEASE is not built: run DAPIFS_K8S=$RELEASE $0 build" >&2; exit 1; }
   mkdir -p "$dir/certs" "$dir/etcd" && chmod 700 "$dir/etcd"
+  printf 'release=%s\nnode=%s\n' "$RELEASE" "${DAPIFS_API_NODE:-}" > "$dir/api.env"
   [ -f "$dir/sa.key" ] || { openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null; openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null; }
   echo 'devtoken,admin,admin-uid,"system:masters"' > "$dir/tokens.csv"
   etcd --name local --data-dir "$dir/etcd" \
@@ -102,7 +102,7 @@ KC
 
 case "${1:-}" in
   build) build ;;
-  built) [ -x "$BIN" ] && [ "$(cat "$BIN.go" 2>/dev/null)" = "$("$GO" version)" ] && echo "$BIN" ;;
+  built) "$HERE/k8s-build.sh" --check "$RELEASE" kube-apiserver ;;
   up) up "${2:?DIR}" ;;
   down) stop_pid "${2:?DIR}/apiserver.pid"; stop_pid "$2/etcd.pid" ;;
   stop-api) stop_pid "${2:?DIR}/apiserver.pid" ;;

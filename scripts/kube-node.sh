@@ -1,16 +1,25 @@
 #!/bin/bash
-# A real single-node Kubernetes 1.20.2 node on this machine, for the tests and by hand: etcd,
-# kube-apiserver (scripts/kube-apiserver.sh), containerd + runc and the kubelet (unpatched; built
-# -tags dockerless), all offline (the images are built here) and with all traffic on loopback:
-# the kubelet serves on 127.0.0.1 only and the API server never dials it, so `kubectl logs/exec`
-# don't work; read /var/log/pods/<ns>_<pod>_<uid>/<container>/0.log instead. Pods are hostNetwork.
-#   scripts/kube-node.sh build       build the kubelet, the pause and busybox images and
+# A real single-node Kubernetes on this machine, for the tests and by hand: etcd, kube-apiserver
+# (scripts/kube-apiserver.sh), kube-scheduler, kube-controller-manager, containerd + runc and the
+# kubelet, all unmodified and of one release, all offline (the images are built here) and with all
+# traffic on loopback: the kubelet serves on 127.0.0.1 only and the API server never dials it, so
+# `kubectl logs/exec` don't work; read /var/log/pods/<ns>_<pod>_<uid>/<container>/0.log instead.
+# The scheduler and the controller manager serve nothing (no ports): a DaemonSet's pods are
+# scheduled, a rollout and a namespace deletion proceed, and pods get their ServiceAccount's
+# token (the controller manager signs with the API server's key pair, DIR/cp/sa.key) as in a
+# cluster. Pods are hostNetwork.
+#   DAPIFS_K8S=RELEASE (1.20.2 by default) picks the release: 1.20.2 is built from Debian's
+#   source tree, any other from Kubernetes' Go modules (scripts/k8s-build.sh, which lists them):
+#     DAPIFS_K8S=1.37.2 scripts/kube-node.sh build && DAPIFS_K8S=1.37.2 scripts/kube-node.sh up DIR
+#   down, kubelet-stop and kubelet-start use the release that up started, whatever DAPIFS_K8S says.
+#   scripts/kube-node.sh build       build the release's programs, the pause and busybox images and
 #                                    inotify-watch into the cache, once; print their paths
 #   scripts/kube-node.sh built       exit 0 iff all of that is built
 #   scripts/kube-node.sh up DIR      start everything with all state in DIR; write DIR/kubeconfig
 #                                    (admin); return when the node (dapifs-node) is Ready
-#   scripts/kube-node.sh down DIR    delete the pods, stop everything, unmount everything under
-#                                    DIR, remove the cgroups and pod logs the node made
+#   scripts/kube-node.sh down DIR    stop the controllers, delete the pods, stop everything,
+#                                    unmount everything under DIR, remove the cgroups and pod logs
+#                                    the node made
 #   scripts/kube-node.sh kubelet-stop DIR   stop only the kubelet of a node that is up (SIGTERM,
 #                                    SIGKILL after 5 s): its containers, and the volumes mounted
 #                                    for them, go on; a restart or an upgrade of the kubelet
@@ -21,13 +30,17 @@
 # The kubelet's root is DIR/kubelet: CSI drivers register in DIR/kubelet/plugins_registry and
 # serve DIR/kubelet/plugins/<driver>/csi.sock. Pods run images localhost/busybox:1.35 (with
 # /bin/inotify-watch) and localhost/pause:3.4 with imagePullPolicy: Never, on node dapifs-node.
+# Both releases run on bookworm's containerd 1.6: it serves CRI v1alpha2, which kubelet 1.20
+# speaks, and CRI v1, which newer kubelets speak (kubelet 1.37 falls back from the RuntimeConfig
+# call containerd 1.x lacks, and says 1.38 will need it). Kubelet 1.37 refuses this machine's
+# cgroup v1 unless failCgroupV1 is false (its default is true), which its configuration here says.
 # Only one node per machine: the kubelet's device-plugin socket and /var/log/pods are fixed paths.
 # Needs (scripts/setup.sh installs them): what kube-apiserver.sh needs, containerd runc
 # busybox-static jq gcc, and root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${DAPIFS_CACHE:-$HOME/.cache/dapifs}
-KUBELET=$CACHE/bin/kubelet-1.20.2
+RELEASE=${DAPIFS_K8S:-1.20.2}
 WATCH=$CACHE/bin/inotify-watch
 IMAGES=$CACHE/node-images
 PAUSE_TAR=$IMAGES/pause-3.4.tar
@@ -39,31 +52,8 @@ KUBELET_PORT=${DAPIFS_NODE_KUBELET_PORT:-30250}
 
 # ---------------------------------------------------------------------------------------- build
 
-# -tags dockerless leaves out dockershim and cAdvisor's Docker support, which waits 5 s at start-up
-# for a Docker that isn't there; nothing else changes.
-TAGS=dockerless
-# Built as Debian builds it, with bookworm's Go 1.19 (it decides %q's Unicode tables in annotation
-# files), whatever `go` the PATH has.
-GO=${DAPIFS_GO_1_20:-/usr/lib/go-1.19/bin/go}
-STAMP="$TAGS $("$GO" version 2>/dev/null)"
-
-build_kubelet() {
-  [ -x "$KUBELET" ] && [ "$(cat "$KUBELET.tags" 2>/dev/null)" = "$STAMP" ] && return
-  local tree gopath ld v
-  tree=$("$HERE/k8s-source.sh")
-  gopath=$CACHE/gopath
-  mkdir -p "$gopath/src/k8s.io" "$CACHE/bin" "$CACHE/tmp"
-  ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
-  export GOPATH=$gopath GO111MODULE=off GOFLAGS= GOPROXY=off CGO_ENABLED=0 GOCACHE=$CACHE/gocache TMPDIR=$CACHE/tmp
-  [ -f "$tree/pkg/generated/openapi/zz_generated.openapi.go" ] || (cd "$tree" && make gen_openapi >&2)
-  ld="-s -w"
-  for v in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
-    ld="$ld -X $v.gitVersion=v1.20.2 -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean"
-  done
-  (cd "$gopath/src/k8s.io/kubernetes" && "$GO" build -tags "$TAGS" -ldflags "$ld" -o "$KUBELET.tmp" ./cmd/kubelet >&2)
-  mv "$KUBELET.tmp" "$KUBELET"
-  echo "$STAMP" > "$KUBELET.tags"
-}
+# The release's programs, as k8s-build.sh built them (RELEASE may change when up's env is loaded).
+bin() { echo "$CACHE/bin/$1-$RELEASE"; }
 
 # mkimage ROOTFS REPO:TAG OUT ENTRYPOINT-JSON CMD-JSON: a one-layer docker-archive tarball.
 mkimage() {
@@ -110,15 +100,14 @@ build_images() {
 }
 
 build() {
-  build_kubelet
+  "$HERE/k8s-build.sh" "$RELEASE"
   build_images
-  echo "$KUBELET"; echo "$PAUSE_TAR"; echo "$BUSYBOX_TAR"; echo "$WATCH"
+  echo "$PAUSE_TAR"; echo "$BUSYBOX_TAR"; echo "$WATCH"
 }
 
 built() {
-  [ -x "$KUBELET" ] && [ "$(cat "$KUBELET.tags" 2>/dev/null)" = "$STAMP" ] && [ -f "$PAUSE_TAR" ] && [ -f "$BUSYBOX_TAR" ] && [ -x "$WATCH" ] &&
-    [ ! "$HERE/inotify-watch.c" -nt "$WATCH" ] && [ ! "$WATCH" -nt "$BUSYBOX_TAR" ] &&
-    "$HERE/kube-apiserver.sh" built >/dev/null
+  "$HERE/k8s-build.sh" --check "$RELEASE" > /dev/null && [ -f "$PAUSE_TAR" ] && [ -f "$BUSYBOX_TAR" ] && [ -x "$WATCH" ] &&
+    [ ! "$HERE/inotify-watch.c" -nt "$WATCH" ] && [ ! "$WATCH" -nt "$BUSYBOX_TAR" ]
 }
 
 # ------------------------------------------------------------------------------------- up/down
@@ -215,6 +204,13 @@ serializeImagePulls: false
 runtimeRequestTimeout: 2m
 nodeStatusUpdateFrequency: 2s
 Y
+  # Fields that kubelet 1.20 does not know. Its containerd flags are removed in later releases.
+  if [ "$RELEASE" != 1.20.2 ]; then
+    cat >> "$DIR/kubelet-config.yaml" <<Y
+containerRuntimeEndpoint: unix://$DIR/containerd/containerd.sock
+failCgroupV1: false
+Y
+  fi
 }
 
 # Starts the kubelet on DIR's state (NODE_IP: its --node-ip) and waits until it has posted the
@@ -224,9 +220,11 @@ start_kubelet() {
   local sock=$DIR/containerd/containerd.sock t_kubelet
   t_kubelet=$(( $(date +%s) + ${1:-0} ))
   # Else the AWS credential provider asks the EC2 metadata service (169.254.169.254) for credentials.
-  AWS_EC2_METADATA_DISABLED=true ${DAPIFS_NODE_KUBELET_WRAPPER:-} "$KUBELET" --config="$DIR/kubelet-config.yaml" --kubeconfig="$DIR/kubeconfig" \
-    --container-runtime=remote --container-runtime-endpoint="unix://$sock" --containerd="$sock" \
-    --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet-certs" --pod-infra-container-image=localhost/pause:3.4 \
+  local runtime=()
+  [ "$RELEASE" != 1.20.2 ] || runtime=(--container-runtime=remote --container-runtime-endpoint="unix://$sock"
+    --containerd="$sock" --pod-infra-container-image=localhost/pause:3.4)
+  AWS_EC2_METADATA_DISABLED=true ${DAPIFS_NODE_KUBELET_WRAPPER:-} "$(bin kubelet)" --config="$DIR/kubelet-config.yaml" --kubeconfig="$DIR/kubeconfig" \
+    "${runtime[@]}" --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet-certs" \
     --hostname-override="$NODE" --node-ip="$NODE_IP" --address=127.0.0.1 --v=2 >> "$DIR/logs/kubelet.log" 2>&1 &
   echo $! > "$DIR/run/kubelet.pid"
   until node_ready "$t_kubelet" > /dev/null 2>&1; do
@@ -236,8 +234,42 @@ start_kubelet() {
   done
 }
 
+# The scheduler and the controller manager, with the admin's kubeconfig; neither serves a port
+# (--secure-port=0; on 1.20 also --port=0, its insecure port). The controller manager runs its
+# default controllers and signs ServiceAccount tokens with the API server's key; the pods' CA
+# (kube-root-ca.crt) is the one that signed the API server's self-signed serving certificate, the
+# last one in its file (1.37's trust-bundle publisher refuses a file that starts with a non-CA).
+start_controllers() {
+  local noport=()
+  [ "$RELEASE" != 1.20.2 ] || noport=(--port=0)
+  awk '/-BEGIN CERTIFICATE-/ { pem = "" } { pem = pem $0 "\n" } END { printf "%s", pem }' "$DIR/cp/certs/apiserver.crt" > "$DIR/cp/ca.crt"
+  # Else it makes /usr/libexec/kubernetes/kubelet-plugins/volume/exec on the host.
+  "$(bin kube-controller-manager)" --kubeconfig="$DIR/kubeconfig" --leader-elect=false --secure-port=0 "${noport[@]}" \
+    --service-account-private-key-file="$DIR/cp/sa.key" --root-ca-file="$DIR/cp/ca.crt" \
+    --flex-volume-plugin-dir="$DIR/volume-plugins" --v=1 > "$DIR/logs/kube-controller-manager.log" 2>&1 &
+  echo $! > "$DIR/run/kube-controller-manager.pid"
+  "$(bin kube-scheduler)" --kubeconfig="$DIR/kubeconfig" --leader-elect=false --secure-port=0 "${noport[@]}" \
+    --v=1 > "$DIR/logs/kube-scheduler.log" 2>&1 &
+  echo $! > "$DIR/run/kube-scheduler.pid"
+}
+
+# Waits until the controller manager works (it has made the default namespace's ServiceAccount)
+# while both controllers live.
+wait_controllers() {
+  local n=300 c
+  until api GET /api/v1/namespaces/default/serviceaccounts/default > /dev/null 2>&1; do
+    for c in kube-controller-manager kube-scheduler; do
+      alive "$DIR/run/$c.pid" || { echo "$c exited:" >&2; tail -20 "$DIR/logs/$c.log" >&2; exit 1; }
+    done
+    n=$((n - 1)); [ $n -gt 0 ] || { echo "timed out waiting for the controller manager (the default ServiceAccount)" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
 up() {
-  built || { echo "the node is not built: run $0 build" >&2; exit 1; }
+  [ "$RELEASE" = 1.20.2 ] || [ -f "$HERE/k8s-modules/$RELEASE/go.mod" ] ||
+    { echo "DAPIFS_K8S=$RELEASE: no such release here (1.20.2, or one of scripts/k8s-modules/)" >&2; exit 2; }
+  built || { echo "the node is not built: run DAPIFS_K8S=$RELEASE $0 build" >&2; exit 1; }
   [ "$(id -u)" -eq 0 ] || { echo "$0 up needs root" >&2; exit 1; }
   local t0 node_ip sock ctr m
   t0=$(now)
@@ -249,13 +281,13 @@ up() {
   mkdir -p "$DIR"
   DIR=$(cd "$DIR" && pwd)
   write_configs
-  printf 'ETCD_PORT=%s\nAPI_PORT=%s\nKUBELET_PORT=%s\nNODE_IP=%s\n' "$ETCD_PORT" "$API_PORT" "$KUBELET_PORT" "$node_ip" > "$DIR/run/env"
+  printf 'RELEASE=%s\nETCD_PORT=%s\nAPI_PORT=%s\nKUBELET_PORT=%s\nNODE_IP=%s\n' "$RELEASE" "$ETCD_PORT" "$API_PORT" "$KUBELET_PORT" "$node_ip" > "$DIR/run/env"
   # What down must not remove: pod logs, and the kubelet's fixed directories, from before.
   ls /var/log/pods 2>/dev/null > "$DIR/run/podlogs.before" || true
   for m in /var/log/pods /var/log/containers /var/lib/kubelet; do [ ! -e "$m" ] || echo "$m"; done > "$DIR/run/existed"
 
   # The control plane starts in the background while containerd starts and takes the images.
-  ( DAPIFS_ETCD_PORT=$ETCD_PORT DAPIFS_API_PORT=$API_PORT "$HERE/kube-apiserver.sh" up "$DIR/cp" > "$DIR/logs/cp-up.log" 2>&1
+  ( DAPIFS_K8S=$RELEASE DAPIFS_API_NODE=1 DAPIFS_ETCD_PORT=$ETCD_PORT DAPIFS_API_PORT=$API_PORT "$HERE/kube-apiserver.sh" up "$DIR/cp" > "$DIR/logs/cp-up.log" 2>&1
     echo $? > "$DIR/run/cp.rc" ) &
   CP_UP=$!
   # Failing early, still leave the API server's pid files for down to find.
@@ -272,9 +304,11 @@ up() {
   cp "$DIR/cp/kubeconfig" "$DIR/kubeconfig"
   # A Node left in etcd by an earlier kubelet would look Ready at once.
   api DELETE "/api/v1/nodes/$NODE" > /dev/null 2>&1 || true
+  start_controllers
 
   : > "$DIR/logs/kubelet.log" # start_kubelet appends: a restart's log follows the first one's
   start_kubelet
+  wait_controllers
   echo "ready: KUBECONFIG=$DIR/kubeconfig (node $NODE Ready in $(since "$t0") s)" >&2
   echo "$DIR/kubeconfig"
 }
@@ -304,6 +338,9 @@ down() {
   if [ -f "$DIR/run/env" ]; then . "$DIR/run/env"; fi
   local t0 pods ctr sock m p left
   t0=$(now)
+  # No controller may make pods again (a DaemonSet's, a ReplicaSet's) while they are deleted.
+  stop_pid "$DIR/run/kube-controller-manager.pid" 5
+  stop_pid "$DIR/run/kube-scheduler.pid" 5
   # Let the kubelet stop the pods and tear their volumes down (a CSI driver sees its unpublish).
   if alive "$DIR/run/kubelet.pid" && [ -f "$DIR/cp/apiserver.pid" ]; then
     pods=$(api GET /api/v1/pods 2>/dev/null | jq -r '.items[] | .metadata.namespace + "/" + .metadata.name' || true)

@@ -4,7 +4,10 @@
 # make and g++: scripts/fuse-native/), fuse3 (fusermount, which unmounting calls), libfuse2 (for
 # fuse-native's prebuilt addon, a fallback and the benchmark's old floor), then the npm packages. For the tests: inotify-tools and gcc; Go (the kubelet-diff harness and the real
 # kube-apiserver the tests run), etcd, rsync (its build), openssl and curl (its start-up); containerd,
-# runc, busybox-static and jq (the real node of scripts/kube-node.sh).
+# runc, busybox-static and jq (the real node of scripts/kube-node.sh). Debian's Go 1.19 builds
+# Kubernetes 1.20.2; newer releases (scripts/k8s-build.sh) need a Go from 1.21 on as `go` (the
+# machine's go1.26.8), which runs the toolchain their go.mod names. Bookworm's containerd 1.6 serves
+# both releases' kubelets (CRI v1alpha2 and v1), so no newer suite's containerd is needed.
 # Run as root, or as a user who can sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
