@@ -7,8 +7,10 @@
 //   cacheSymlinks, noOpen]), or takes a live connection over instead of mounting (`adopt`);
 // - stats carry inode numbers up to 2^53 - 1 (a 19th slot for the high word), because the port
 //   uses them as node ids;
+// - unmounting runs fusermount without a shell: fuse-native's runs `fusermount -uz "MNT"`
+//   through one, and a mountpoint's name is not ours to trust (a pod's, in the CSI driver);
 // - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo.
-// It overrides fuse-native 2.2.6's internals (_open, _op_getattr, _op_fgetattr,
+// It overrides fuse-native 2.2.6's internals (_open, _close, _op_getattr, _op_fgetattr,
 // _op_readdir), which is why package.json pins that version.
 //
 // With fuse-native's prebuilt addon (the fallback), the same class mounts as fuse-native would
@@ -16,6 +18,7 @@
 // not to be called then (nativeLayer()): adopting fails, sessionFd() is -1.
 
 import FuseNative, { type Ops, type Opts as FuseNativeOpts, type Signal, type Stat } from 'fuse-native'
+import { execFile } from 'node:child_process'
 import { mkdir, stat, type Stats } from 'node:fs'
 import path from 'node:path'
 import { addon, nativeLayer } from './addon.js'
@@ -49,6 +52,11 @@ export default class Fuse extends FuseNative {
     this.nativeConfig = new Uint32Array([opts.maxIdleThreads ?? 2, opts.maxThreads ?? 0, opts.cacheSymlinks ? 1 : 0, opts.noOpen ? 1 : 0])
   }
 
+  /** Unmounts `mnt` lazily with fusermount (-uz), without a shell. */
+  static override unmount(mnt: string, cb: (err: Error | null) => void): void {
+    fusermount(['-uz', mnt], cb)
+  }
+
   /** FUSE_NOTIFY_INVAL_ENTRY for a name in the root, written from libuv's thread pool; cb(0 | -errno). */
   invalidateRootEntry(name: string, cb: (res: number) => void): void {
     addon.fuse_native_invalidate_root_entry(this._thread!, name, cb)
@@ -75,7 +83,7 @@ export default class Fuse extends FuseNative {
     return this._thread && nativeLayer() ? addon.fuse_native_session_fd(this._thread) : -1
   }
 
-  // fuse-native's _open, but with the 8th argument, and adoption.
+  // fuse-native's _open, but with the 8th argument, adoption, and our unmount for `force`.
   protected override _open(cb: (err: Error | null) => void): void {
     const mountNow = (adopt?: [fd: number, known: Array<[string, number]>]): void => {
       this._thread = Buffer.alloc(addon.sizeof_fuse_thread_t)
@@ -117,8 +125,21 @@ export default class Fuse extends FuseNative {
     if (!this._force) return open()
     // A dead daemon's mount answers ENOTCONN: unmount it first (whatever comes of that, mount).
     stat(path.join(this.mnt, 'test'), (err) => {
-      if (err && (err.errno === FuseNative.ENOTCONN || err.errno === FuseNative.ENXIO)) return FuseNative.unmount(this.mnt, () => open())
+      if (err && (err.errno === FuseNative.ENOTCONN || err.errno === FuseNative.ENXIO)) return Fuse.unmount(this.mnt, () => open())
       open()
+    })
+  }
+
+  // fuse-native's _close, with our unmount.
+  protected override _close(cb: (err: Error | null) => void): void {
+    Fuse.unmount(this.mnt, (err) => {
+      if (err) return cb(Object.assign(err, { unmountFailure: true }))
+      try {
+        addon.fuse_native_unmount(this.mnt, this._thread!)
+      } catch (err) {
+        return cb(err as Error)
+      }
+      cb(null)
     })
   }
 
@@ -169,4 +190,17 @@ function statArray(st?: Partial<Stat>): Uint32Array {
   ints[7] = ino % 4294967296
   ints[18] = Math.floor(ino / 4294967296)
   return ints
+}
+
+/**
+ * Runs fusermount3 (fuse3's; Debian's fuse3 need not provide `fusermount`), or fusermount where
+ * there is no fusermount3, with `args` as they are: no shell, so a path is one argument whatever
+ * its characters.
+ */
+export function fusermount(args: string[], cb: (err: Error | null) => void): void {
+  const done = (err: Error | null, stderr: string): void => cb(err ? new Error(stderr.trim() || err.message) : null)
+  execFile('fusermount3', args, (err, _out, stderr) => {
+    if ((err as NodeJS.ErrnoException | null)?.code !== 'ENOENT') return done(err, stderr)
+    execFile('fusermount', args, (err, _out, stderr) => done(err, stderr))
+  })
 }
