@@ -80,6 +80,7 @@
 #include <fuse_lowlevel.h>
 
 #include <unistd.h>
+#include <limits.h>
 #include <errno.h>
 #include <sys/wait.h>
 #include <pthread.h>
@@ -202,8 +203,6 @@ typedef struct {
   napi_ref handlers[35];
 
   struct fuse_session *se;
-  char mnt[1024];
-  char mntopts[1024];
   int mounted;
 
   // The node table (low-level API): node id -> path, guarded by nt_mut. Two chained hash
@@ -319,9 +318,10 @@ static uint64_t timespec_to_uint64 (const struct timespec* ts) {
   return ms;
 }
 
-// A stat array from index.js (getStatArray): 19 uint32s; the inode number's low word is at 7 and
-// its high word at 18, so that JS can give 53-bit node ids.
-static void populate_stat (uint32_t *ints, struct stat* stat) {
+// A stat array from JS, `count` uint32s: 18 as fuse-native's getStatArray makes it, or 19 as
+// fuse.ts's statArray does, with the inode number's high word at 18 (its low word is at 7), so
+// that JS can give 53-bit node ids.
+static void populate_stat (uint32_t *ints, size_t count, struct stat* stat) {
   uint32_t *base = ints;
   stat->st_mode = *ints++;
   stat->st_uid = *ints++;
@@ -342,7 +342,7 @@ static void populate_stat (uint32_t *ints, struct stat* stat) {
   uint32s_to_timespec(&stat->st_mtim, &ints);
   uint32s_to_timespec(&stat->st_ctim, &ints);
 #endif
-  stat->st_ino = ((uint64_t) base[18] << 32) | base[7];
+  if (count > 18) stat->st_ino = ((uint64_t) base[18] << 32) | base[7];
 }
 
 static void populate_statvfs (uint32_t *ints, struct statvfs* statvfs) {
@@ -378,7 +378,7 @@ FUSE_METHOD(getattr, 1, 1, (const char *path, struct stat *stat), {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
   NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 2)
-  populate_stat(ints, l->stat);
+  populate_stat(ints, ints_len / sizeof(uint32_t), l->stat);
 })
 
 FUSE_METHOD(fgetattr, 2, 1, (const char *path, struct stat *stat, struct fuse_file_info *info), {
@@ -394,7 +394,7 @@ FUSE_METHOD(fgetattr, 2, 1, (const char *path, struct stat *stat, struct fuse_fi
   }
 }, {
   NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 2)
-  populate_stat(ints, l->stat);
+  populate_stat(ints, ints_len / sizeof(uint32_t), l->stat);
 })
 
 FUSE_METHOD_VOID(access, 2, 0, (const char *path, int mode), {
@@ -554,7 +554,7 @@ FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler,
 
       NAPI_BUFFER_CAST(uint32_t*, stats_array, raw_stat);
       struct stat st;
-      populate_stat(stats_array, &st);
+      populate_stat(stats_array, stats_array_len / sizeof(uint32_t), &st);
 
       // TODO: It turns out readdirplus likely won't work with FUSE 29...
       // Metadata caching between readdir/getattr will be enabled when we upgrade fuse-shared-library
@@ -1803,9 +1803,19 @@ static void parse_options (fuse_thread_t *ft, const char *mntopts, char *rest, s
 NAPI_METHOD(fuse_native_mount) {
   NAPI_ARGV(10)
 
-  NAPI_ARGV_UTF8(mnt, 1024, 0);
+  NAPI_ARGV_UTF8(mnt, PATH_MAX, 0);
   NAPI_ARGV_UTF8(mntopts, 1024, 1);
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 2);
+  // [maxIdleThreads, maxThreads, cacheSymlinks, noOpen] (fuse.ts)
+  NAPI_ARGV_BUFFER_CAST(uint32_t *, config, 7)
+  if (config_len < 4 * sizeof(uint32_t)) {
+    napi_throw_error(env, NULL, "fuse_native_mount: the 8th argument must be 4 uint32s");
+    return NULL;
+  }
+  if (mnt_len >= PATH_MAX - 1) { // it may have been cut short: that would be another path
+    napi_throw_error(env, NULL, "fuse_native_mount: the mountpoint's path is too long");
+    return NULL;
+  }
   napi_create_reference(env, argv[3], 1, &(ft->ctx));
   napi_create_reference(env, argv[4], 1, &(ft->malloc));
   napi_value handlers = argv[5];
@@ -1822,31 +1832,10 @@ NAPI_METHOD(fuse_native_mount) {
 
   ft->env = env;
 
-  // [max_idle_threads, max_threads, cache_symlinks, no_open]; absent: 2, 0 (libfuse default), 1, 0
-  ft->max_idle_threads = 2;
-  ft->max_threads = 0;
-  ft->cache_symlinks = 1;
-  ft->no_open = 0;
-  napi_valuetype cfg_type;
-  napi_typeof(env, argv[7], &cfg_type);
-  if (cfg_type == napi_object) {
-    uint32_t *cfg;
-    size_t cfg_len;
-    napi_status st = napi_get_buffer_info(env, argv[7], (void **) &cfg, &cfg_len);
-    if (st != napi_ok) {
-      napi_typedarray_type tt;
-      size_t tl, toff;
-      napi_value ab;
-      st = napi_get_typedarray_info(env, argv[7], &tt, &tl, (void **) &cfg, &ab, &toff);
-      cfg_len = tl * 4;
-    }
-    if (st == napi_ok) {
-      if (cfg_len >= 4) ft->max_idle_threads = cfg[0];
-      if (cfg_len >= 8) ft->max_threads = cfg[1];
-      if (cfg_len >= 12) ft->cache_symlinks = cfg[2];
-      if (cfg_len >= 16) ft->no_open = cfg[3];
-    }
-  }
+  ft->max_idle_threads = config[0];
+  ft->max_threads = config[1]; // 0: libfuse's default
+  ft->cache_symlinks = config[2];
+  ft->no_open = config[3];
   ft->has_fgetattr = implemented[op_fgetattr];
   ft->has_ftruncate = implemented[op_ftruncate];
 
@@ -1950,8 +1939,6 @@ NAPI_METHOD(fuse_native_mount) {
   uv_mutex_init(&(ft->mut));
   uv_sem_init(&(ft->sem), 0);
 
-  strncpy(ft->mnt, mnt, 1024);
-  strncpy(ft->mntopts, mntopts, 1024);
   ft->se = se;
   ft->mounted++;
 
