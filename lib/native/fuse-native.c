@@ -295,7 +295,6 @@ static __thread fuse_thread_t *current_ft;
 
 // Tells dapifs that this addon is the native layer's (lib/native), not fuse-native's prebuilt one.
 static const uint32_t dapifs_native = 1;
-static const uint32_t fuse_major_version = FUSE_MAJOR_VERSION;
 static fuse_thread_locals_t* get_thread_locals();
 
 // Helpers
@@ -824,7 +823,8 @@ static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config 
   fuse_thread_t *ft = l->fuse;
 
   // The kernel keeps symlink targets in the page cache: a warm path walk through a symlink
-  // costs no readlink. Invalidate with fuse_native_invalidate_path (notify_inval_inode).
+  // costs no readlink. A link changed inside the daemon is a new node (its id is its target), and
+  // fuse_native_invalidate_root_entry drops the kernel's entry for the old one.
   if (ft->cache_symlinks && (conn->capable & FUSE_CAP_CACHE_SYMLINKS)) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   else conn->want &= ~FUSE_CAP_CACHE_SYMLINKS;
   // libfuse 3 turns on atomic O_TRUNC, which leaves truncation to FUSE_OPEN; with no open sent
@@ -1067,16 +1067,6 @@ static void nt_rename (fuse_thread_t *ft, const char *from, const char *to) {
     }
   }
   pthread_mutex_unlock(&ft->nt_mut);
-}
-
-// The id of the live node at `path`, or 0.
-static uint64_t nt_live_id (fuse_thread_t *ft, const char *path) {
-  pthread_mutex_lock(&ft->nt_mut);
-  uint64_t id = strcmp(path, "/") == 0 ? FUSE_ROOT_ID : 0;
-  fuse_native_node_t *node = id ? NULL : nt_by_path(ft, path);
-  if (node != NULL) id = node->id;
-  pthread_mutex_unlock(&ft->nt_mut);
-  return id;
 }
 
 static void nt_clear (fuse_thread_t *ft) {
@@ -1968,21 +1958,13 @@ typedef struct {
   napi_async_work work;
   napi_ref cb;
   fuse_thread_t *ft;
-  int kind; // 0: entry `name` in the root; 1: the inode at path `name` (fuse_invalidate_path)
   char name[4096];
   int res;
 } fuse_native_inval_t;
 
 static void inval_execute (napi_env env, void *data) {
   fuse_native_inval_t *w = (fuse_native_inval_t *) data;
-  if (w->kind == 0) {
-    w->res = fuse_lowlevel_notify_inval_entry(w->ft->se, FUSE_ROOT_ID, w->name, strlen(w->name));
-  } else {
-    // Drops the inode's attributes and page cache (for a symlink with FUSE_CAP_CACHE_SYMLINKS:
-    // its cached target). -ENOENT: no live node has the path (never looked up, forgotten, gone).
-    uint64_t id = nt_live_id(w->ft, w->name);
-    w->res = id ? fuse_lowlevel_notify_inval_inode(w->ft->se, id, 0, 0) : -ENOENT;
-  }
+  w->res = fuse_lowlevel_notify_inval_entry(w->ft->se, FUSE_ROOT_ID, w->name, strlen(w->name));
 }
 
 static void inval_complete (napi_env env, napi_status status, void *data) {
@@ -2000,12 +1982,11 @@ static void inval_complete (napi_env env, napi_status status, void *data) {
   free(w);
 }
 
-static napi_value queue_inval (napi_env env, napi_callback_info info, int kind) {
+NAPI_METHOD(fuse_native_invalidate_root_entry) {
   NAPI_ARGV(3)
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
 
   fuse_native_inval_t *w = calloc(1, sizeof(fuse_native_inval_t));
-  w->kind = kind;
   size_t len;
   napi_get_value_string_utf8(env, argv[1], w->name, sizeof(w->name), &len);
   w->ft = ft;
@@ -2017,16 +1998,6 @@ static napi_value queue_inval (napi_env env, napi_callback_info info, int kind) 
   napi_queue_async_work(env, w->work);
 
   return NULL;
-}
-
-NAPI_METHOD(fuse_native_invalidate_root_entry) {
-  return queue_inval(env, info, 0);
-}
-
-// Invalidates the kernel's cached attributes and data of the inode at `path` ("/..data"), from
-// libuv's thread pool for the same reason as above. cb(0 | -errno).
-NAPI_METHOD(fuse_native_invalidate_path) {
-  return queue_inval(env, info, 1);
 }
 
 // [capable, want, resend] as negotiated by init (zeros before it); resend: for an adopted
@@ -2282,13 +2253,6 @@ NAPI_METHOD(fuse_native_keeper_take) {
   return arr;
 }
 
-NAPI_METHOD(fuse_native_close_fd) {
-  NAPI_ARGV(1)
-  NAPI_ARGV_INT32(fd, 0)
-  napi_value v;
-  napi_create_int32(env, close(fd) == 0 ? 0 : -errno, &v);
-  return v;
-}
 
 
 NAPI_METHOD(fuse_native_unmount) {
@@ -2324,14 +2288,11 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_mount)
   NAPI_EXPORT_FUNCTION(fuse_native_unmount)
   NAPI_EXPORT_FUNCTION(fuse_native_invalidate_root_entry)
-  NAPI_EXPORT_FUNCTION(fuse_native_invalidate_path)
   NAPI_EXPORT_FUNCTION(fuse_native_conn_info)
   NAPI_EXPORT_FUNCTION(fuse_native_session_fd)
   NAPI_EXPORT_FUNCTION(fuse_native_keeper_put)
   NAPI_EXPORT_FUNCTION(fuse_native_keeper_drop)
   NAPI_EXPORT_FUNCTION(fuse_native_keeper_take)
-  NAPI_EXPORT_FUNCTION(fuse_native_close_fd)
-  NAPI_EXPORT_UINT32(fuse_major_version)
 
   NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_init)
