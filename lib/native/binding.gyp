@@ -13,6 +13,7 @@
     ],
     "sources": [
       "fuse-native.c",
+      "node-table.c",
     ],
     "cflags": [
       "-g",

@@ -91,6 +91,10 @@
 #include <sys/un.h>
 #include <linux/fuse.h>
 
+#include "node-table.h"
+
+_Static_assert(NT_ROOT_ID == FUSE_ROOT_ID, "the node table's root is the kernel's");
+
 #ifndef FUSE_NOTIFY_RESEND
 #define FUSE_NOTIFY_RESEND 7 // kernel 6.9+, protocol 7.40
 #endif
@@ -205,14 +209,10 @@ typedef struct {
   struct fuse_session *se;
   int mounted;
 
-  // The node table (low-level API): node id -> path, guarded by nt_mut. Two chained hash
-  // indexes over the same nodes: by id (all), and by path (live nodes only, not gone ones).
-  pthread_mutex_t nt_mut;
-  struct fuse_native_node_s **nt_by_id;
-  struct fuse_native_node_s **nt_by_path;
-  size_t nt_buckets;
-  size_t nt_count;
+  // What the kernel's node ids stand for (node-table.h).
+  node_table_t nodes;
   // Directory handles given out by opendir (fi->fh), for checking an fh before using it.
+  pthread_mutex_t dirh_mut;
   struct fuse_native_dirh_s *dirhs;
 
   // Library options of the high-level API, parsed in C (fuse_session_new knows none of them)
@@ -848,246 +848,7 @@ static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config 
 // The low-level API (fuse_session_*): libfuse's requests come by node id. Node ids are chosen by
 // JS (the `ino` of a getattr stat), so that a successor process can answer the ids the kernel
 // already holds (Restarts, in dapifs's native-notes). The thin ll_* ops below resolve ids to
-// paths in a table of our own, call the path handlers above, and reply.
-
-typedef struct fuse_native_node_s {
-  uint64_t id;
-  char *path;
-  uint64_t nlookup;
-  int gone;    // renamed over, unlinked or removed: requests on it answer ESTALE
-  int pinned;  // given by `known` at adoption (its lookup count is unknown): kept until unmount
-  int in_path; // in the path index (live)
-  struct fuse_native_node_s *id_next;
-  struct fuse_native_node_s *path_next;
-} fuse_native_node_t;
-
-static uint64_t fnv64_str (uint64_t h, const char *s) {
-  for (; *s; s++) { h ^= (unsigned char) *s; h *= 1099511628211ULL; }
-  return h;
-}
-
-static uint64_t fnv64 (const char *s) {
-  return fnv64_str(1469598103934665603ULL, s);
-}
-
-static size_t nt_slot (fuse_thread_t *ft, uint64_t h) {
-  return (size_t) ((h ^ (h >> 29)) & (ft->nt_buckets - 1));
-}
-
-static fuse_native_node_t *nt_by_id (fuse_thread_t *ft, uint64_t id) {
-  if (ft->nt_by_id == NULL) return NULL;
-  for (fuse_native_node_t *n = ft->nt_by_id[nt_slot(ft, id)]; n != NULL; n = n->id_next) {
-    if (n->id == id) return n;
-  }
-  return NULL;
-}
-
-// The live node at a path, if any.
-static fuse_native_node_t *nt_by_path (fuse_thread_t *ft, const char *path) {
-  if (ft->nt_by_path == NULL) return NULL;
-  for (fuse_native_node_t *n = ft->nt_by_path[nt_slot(ft, fnv64(path))]; n != NULL; n = n->path_next) {
-    if (strcmp(n->path, path) == 0) return n;
-  }
-  return NULL;
-}
-
-static void nt_path_unlink (fuse_thread_t *ft, fuse_native_node_t *node) {
-  if (!node->in_path) return;
-  fuse_native_node_t **p = &ft->nt_by_path[nt_slot(ft, fnv64(node->path))];
-  while (*p != node) p = &(*p)->path_next;
-  *p = node->path_next;
-  node->path_next = NULL;
-  node->in_path = 0;
-}
-
-static void nt_path_link (fuse_thread_t *ft, fuse_native_node_t *node) {
-  size_t s = nt_slot(ft, fnv64(node->path));
-  node->path_next = ft->nt_by_path[s];
-  ft->nt_by_path[s] = node;
-  node->in_path = 1;
-}
-
-static void nt_grow (fuse_thread_t *ft) {
-  size_t old = ft->nt_buckets;
-  fuse_native_node_t **ids = ft->nt_by_id;
-  ft->nt_buckets = old ? old * 4 : 256;
-  ft->nt_by_id = calloc(ft->nt_buckets, sizeof(fuse_native_node_t *));
-  free(ft->nt_by_path);
-  ft->nt_by_path = calloc(ft->nt_buckets, sizeof(fuse_native_node_t *));
-  for (size_t i = 0; i < old; i++) {
-    fuse_native_node_t *n = ids[i];
-    while (n != NULL) {
-      fuse_native_node_t *next = n->id_next;
-      size_t s = nt_slot(ft, n->id);
-      n->id_next = ft->nt_by_id[s];
-      ft->nt_by_id[s] = n;
-      if (n->in_path) nt_path_link(ft, n);
-      n = next;
-    }
-  }
-  free(ids);
-}
-
-// Makes `node` the live node at `path`; another live node there is marked gone.
-static void nt_set_path (fuse_thread_t *ft, fuse_native_node_t *node, const char *path) {
-  fuse_native_node_t *other = nt_by_path(ft, path);
-  if (other == node) return;
-  if (other != NULL) {
-    nt_path_unlink(ft, other);
-    other->gone = 1;
-  }
-  nt_path_unlink(ft, node);
-  if (node->path == NULL || strcmp(node->path, path) != 0) {
-    free(node->path);
-    node->path = strdup(path);
-  }
-  node->gone = 0;
-  nt_path_link(ft, node);
-}
-
-static void nt_remove (fuse_thread_t *ft, fuse_native_node_t *node) {
-  nt_path_unlink(ft, node);
-  fuse_native_node_t **p = &ft->nt_by_id[nt_slot(ft, node->id)];
-  while (*p != node) p = &(*p)->id_next;
-  *p = node->id_next;
-  ft->nt_count--;
-  free(node->path);
-  free(node);
-}
-
-// The node id for `path`, and one more lookup of it (nlookup += inc). `ino` is the stat's: JS's
-// id for the object, which is used as is, and may move the id's node to a new path. Without one
-// (0, or 1: the root's), the id is the live node's at that path, else FNV-1a-64 of the path,
-// probed on until it is no other node's (a node id must never name two objects).
-static uint64_t nt_ref (fuse_thread_t *ft, const char *path, uint64_t ino, uint64_t inc, int pinned) {
-  pthread_mutex_lock(&ft->nt_mut);
-  if (ft->nt_count + 1 > ft->nt_buckets) nt_grow(ft);
-  uint64_t id = ino;
-  fuse_native_node_t *node = NULL;
-  if (strcmp(path, "/") == 0) {
-    id = FUSE_ROOT_ID;
-    node = nt_by_id(ft, id);
-  } else if (id <= FUSE_ROOT_ID) {
-    node = nt_by_path(ft, path);
-    if (node != NULL) {
-      id = node->id;
-    } else {
-      uint64_t h = fnv64(path);
-      for (;;) {
-        if (h <= FUSE_ROOT_ID) h += 2;
-        node = nt_by_id(ft, h);
-        if (node == NULL) break;
-        h = (h ^ 0xff) * 1099511628211ULL;
-      }
-      id = h;
-    }
-  } else {
-    node = nt_by_id(ft, id);
-  }
-  if (node == NULL) {
-    node = calloc(1, sizeof(fuse_native_node_t));
-    node->id = id;
-    size_t s = nt_slot(ft, id);
-    node->id_next = ft->nt_by_id[s];
-    ft->nt_by_id[s] = node;
-    ft->nt_count++;
-  }
-  nt_set_path(ft, node, path);
-  node->nlookup += inc;
-  if (pinned) node->pinned = 1;
-  pthread_mutex_unlock(&ft->nt_mut);
-  return id;
-}
-
-static void nt_forget (fuse_thread_t *ft, uint64_t id, uint64_t n) {
-  pthread_mutex_lock(&ft->nt_mut);
-  fuse_native_node_t *node = nt_by_id(ft, id);
-  if (node != NULL && id != FUSE_ROOT_ID) {
-    node->nlookup = node->nlookup > n ? node->nlookup - n : 0;
-    if (node->nlookup == 0 && !node->pinned) nt_remove(ft, node);
-  }
-  pthread_mutex_unlock(&ft->nt_mut);
-}
-
-// The path of node `id`, malloc'd, or -ESTALE: unknown (never looked up here, or forgotten) or
-// gone, as libfuse's high-level API answers for a node it has unhashed.
-static int nt_path (fuse_thread_t *ft, uint64_t id, char **path) {
-  int res = -ESTALE;
-  pthread_mutex_lock(&ft->nt_mut);
-  if (id == FUSE_ROOT_ID) {
-    *path = strdup("/");
-    res = 0;
-  } else {
-    fuse_native_node_t *node = nt_by_id(ft, id);
-    if (node != NULL && !node->gone) {
-      *path = strdup(node->path);
-      res = 0;
-    }
-  }
-  pthread_mutex_unlock(&ft->nt_mut);
-  return res;
-}
-
-// The live node at `path` is gone (unlink, rmdir).
-static void nt_gone (fuse_thread_t *ft, const char *path) {
-  pthread_mutex_lock(&ft->nt_mut);
-  fuse_native_node_t *node = nt_by_path(ft, path);
-  if (node != NULL && node->id != FUSE_ROOT_ID) {
-    nt_path_unlink(ft, node);
-    node->gone = 1;
-  }
-  pthread_mutex_unlock(&ft->nt_mut);
-}
-
-// After a rename: the node at `from` (and any below it) moves to `to`, and the node that was at
-// `to` is gone.
-static void nt_rename (fuse_thread_t *ft, const char *from, const char *to) {
-  pthread_mutex_lock(&ft->nt_mut);
-  fuse_native_node_t *node = nt_by_path(ft, from);
-  if (node != NULL) {
-    nt_set_path(ft, node, to);
-  } else {
-    fuse_native_node_t *other = nt_by_path(ft, to);
-    if (other != NULL && other->id != FUSE_ROOT_ID) {
-      nt_path_unlink(ft, other);
-      other->gone = 1;
-    }
-  }
-  // Nodes below a renamed directory.
-  size_t fl = strlen(from);
-  size_t tl = strlen(to);
-  for (size_t i = 0; i < ft->nt_buckets; i++) {
-    for (fuse_native_node_t *n = ft->nt_by_id[i]; n != NULL; n = n->id_next) {
-      if (n->gone || strncmp(n->path, from, fl) != 0 || n->path[fl] != '/') continue;
-      char *p = malloc(tl + strlen(n->path + fl) + 1);
-      memcpy(p, to, tl);
-      strcpy(p + tl, n->path + fl);
-      nt_set_path(ft, n, p);
-      free(p);
-    }
-  }
-  pthread_mutex_unlock(&ft->nt_mut);
-}
-
-static void nt_clear (fuse_thread_t *ft) {
-  pthread_mutex_lock(&ft->nt_mut);
-  for (size_t i = 0; i < ft->nt_buckets; i++) {
-    fuse_native_node_t *n = ft->nt_by_id[i];
-    while (n != NULL) {
-      fuse_native_node_t *next = n->id_next;
-      free(n->path);
-      free(n);
-      n = next;
-    }
-  }
-  free(ft->nt_by_id);
-  free(ft->nt_by_path);
-  ft->nt_by_id = NULL;
-  ft->nt_by_path = NULL;
-  ft->nt_buckets = 0;
-  ft->nt_count = 0;
-  pthread_mutex_unlock(&ft->nt_mut);
-}
+// paths in the mount's node table (node-table.h), call the path handlers above, and reply.
 
 static char *join_path (const char *parent, const char *name) {
   size_t pl = strlen(parent);
@@ -1104,11 +865,11 @@ static char *join_path (const char *parent, const char *name) {
 
 #define LL_PATH(req, ino, var) \
   char *var = NULL;\
-  { int _e = nt_path(ft, (ino), &var); if (_e < 0) { fuse_reply_err(req, -_e); return; } }
+  { int _e = nt_path(&ft->nodes, (ino), &var); if (_e < 0) { fuse_reply_err(req, -_e); return; } }
 
 #define LL_CHILD(req, parent, name, var) \
   char *var = NULL;\
-  { char *_pp = NULL; int _e = nt_path(ft, (parent), &_pp); if (_e < 0) { fuse_reply_err(req, -_e); return; }\
+  { char *_pp = NULL; int _e = nt_path(&ft->nodes, (parent), &_pp); if (_e < 0) { fuse_reply_err(req, -_e); return; }\
     var = join_path(_pp, (name)); free(_pp); }
 
 #define HAS(op) (ft->implemented[op_##op])
@@ -1130,7 +891,7 @@ static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path,
     fuse_reply_err(req, -res);
     return;
   }
-  uint64_t id = nt_ref(ft, path, st.st_ino, 1, 0);
+  uint64_t id = nt_ref(&ft->nodes, path, st.st_ino, 1, 0);
   struct fuse_entry_param e;
   memset(&e, 0, sizeof(e));
   e.ino = id;
@@ -1140,7 +901,7 @@ static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path,
   e.attr_timeout = ft->attr_timeout;
   e.entry_timeout = ft->entry_timeout;
   int sent = fi != NULL ? fuse_reply_create(req, &e, fi) : fuse_reply_entry(req, &e);
-  if (sent != 0) nt_forget(ft, id, 1); // the request was interrupted: the kernel has no such lookup
+  if (sent != 0) nt_forget(&ft->nodes, id, 1); // the request was interrupted: the kernel has no such lookup
 }
 
 static void ll_init (void *userdata, struct fuse_conn_info *conn) {
@@ -1157,13 +918,13 @@ static void ll_lookup (fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void ll_forget (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   fuse_thread_t *ft = (fuse_thread_t *) fuse_req_userdata(req);
-  nt_forget(ft, ino, nlookup);
+  nt_forget(&ft->nodes, ino, nlookup);
   fuse_reply_none(req);
 }
 
 static void ll_forget_multi (fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
   fuse_thread_t *ft = (fuse_thread_t *) fuse_req_userdata(req);
-  for (size_t i = 0; i < count; i++) nt_forget(ft, forgets[i].ino, forgets[i].nlookup);
+  for (size_t i = 0; i < count; i++) nt_forget(&ft->nodes, forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -1267,7 +1028,7 @@ static void ll_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
   char *path = NULL;
   {
     char *pp = NULL;
-    int e = nt_path(ft, newparent, &pp);
+    int e = nt_path(&ft->nodes, newparent, &pp);
     if (e < 0) { free(from); fuse_reply_err(req, -e); return; }
     path = join_path(pp, newname);
     free(pp);
@@ -1283,7 +1044,7 @@ static void ll_unlink (fuse_req_t req, fuse_ino_t parent, const char *name) {
   LL_BEGIN(req)
   LL_CHILD(req, parent, name, path)
   int res = fuse_native_unlink(path);
-  if (res == 0) nt_gone(ft, path);
+  if (res == 0) nt_gone(&ft->nodes, path);
   free(path);
   fuse_reply_err(req, -res);
 }
@@ -1292,7 +1053,7 @@ static void ll_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name) {
   LL_BEGIN(req)
   LL_CHILD(req, parent, name, path)
   int res = fuse_native_rmdir(path);
-  if (res == 0) nt_gone(ft, path);
+  if (res == 0) nt_gone(&ft->nodes, path);
   free(path);
   fuse_reply_err(req, -res);
 }
@@ -1305,7 +1066,7 @@ static void ll_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse
   char *to = NULL;
   {
     char *pp = NULL;
-    int e = nt_path(ft, newparent, &pp);
+    int e = nt_path(&ft->nodes, newparent, &pp);
     if (e < 0) { free(from); fuse_reply_err(req, -e); return; }
     to = join_path(pp, newname);
     free(pp);
@@ -1313,7 +1074,7 @@ static void ll_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse
   int res = fuse_native_rename(from, to);
   // Before the reply, as libfuse's high-level API does: a request on the replaced node that
   // comes meanwhile gets ESTALE, and the kernel walks the path again.
-  if (res == 0) nt_rename(ft, from, to);
+  if (res == 0) nt_rename(&ft->nodes, from, to);
   free(from);
   free(to);
   fuse_reply_err(req, -res);
@@ -1367,12 +1128,7 @@ static void ll_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
   char *path = NULL;
   // A release must reach JS even for a node gone meanwhile (its fd is JS's to close): by its
   // last path, as the high-level API passes NULL-path releases through.
-  if (nt_path(ft, ino, &path) < 0) {
-    pthread_mutex_lock(&ft->nt_mut);
-    fuse_native_node_t *node = nt_by_id(ft, ino);
-    path = strdup(node != NULL ? node->path : "");
-    pthread_mutex_unlock(&ft->nt_mut);
-  }
+  if (nt_path(&ft->nodes, ino, &path) < 0) path = nt_last_path(&ft->nodes, ino);
   int res = fuse_native_release(path, fi);
   free(path);
   fuse_reply_err(req, -res);
@@ -1429,11 +1185,11 @@ static int ll_filler (void *b, const char *name, const struct stat *st, off_t of
 
 static fuse_native_dirh_t *ll_dirh (fuse_thread_t *ft, struct fuse_file_info *fi) {
   fuse_native_dirh_t *found = NULL;
-  pthread_mutex_lock(&ft->nt_mut);
+  pthread_mutex_lock(&ft->dirh_mut);
   for (fuse_native_dirh_t *d = ft->dirhs; d != NULL; d = d->next) {
     if ((uint64_t) (uintptr_t) d == fi->fh) { found = d; break; }
   }
-  pthread_mutex_unlock(&ft->nt_mut);
+  pthread_mutex_unlock(&ft->dirh_mut);
   return found; // NULL: not ours (a handle opened by the process we took over from)
 }
 
@@ -1446,17 +1202,17 @@ static void ll_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
   if (res < 0) { fuse_reply_err(req, -res); return; }
   fuse_native_dirh_t *d = calloc(1, sizeof(fuse_native_dirh_t));
   d->js_fh = fi->fh;
-  pthread_mutex_lock(&ft->nt_mut);
+  pthread_mutex_lock(&ft->dirh_mut);
   d->next = ft->dirhs;
   ft->dirhs = d;
-  pthread_mutex_unlock(&ft->nt_mut);
+  pthread_mutex_unlock(&ft->dirh_mut);
   fi->fh = (uint64_t) (uintptr_t) d;
   if (fuse_reply_open(req, fi) != 0) {
-    pthread_mutex_lock(&ft->nt_mut);
+    pthread_mutex_lock(&ft->dirh_mut);
     fuse_native_dirh_t **p = &ft->dirhs;
     while (*p != d) p = &(*p)->next;
     *p = d->next;
-    pthread_mutex_unlock(&ft->nt_mut);
+    pthread_mutex_unlock(&ft->dirh_mut);
     free(d);
   }
 }
@@ -1495,14 +1251,14 @@ static void ll_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
   fuse_native_dirh_t *d = ll_dirh(ft, fi);
   int res = 0;
   if (d != NULL) {
-    pthread_mutex_lock(&ft->nt_mut);
+    pthread_mutex_lock(&ft->dirh_mut);
     fuse_native_dirh_t **p = &ft->dirhs;
     while (*p != d) p = &(*p)->next;
     *p = d->next;
-    pthread_mutex_unlock(&ft->nt_mut);
+    pthread_mutex_unlock(&ft->dirh_mut);
     if (HAS(releasedir)) {
       char *path = NULL;
-      if (nt_path(ft, ino, &path) < 0) path = strdup("");
+      if (nt_path(&ft->nodes, ino, &path) < 0) path = strdup("");
       struct fuse_file_info jfi = *fi;
       jfi.fh = d->js_fh;
       res = fuse_native_releasedir(path, &jfi);
@@ -1734,11 +1490,11 @@ static void* start_fuse_thread (void *data) {
   // nothing then, and JS's unmount (fusermount -uz) unmounts the real one.
   fuse_session_unmount(ft->se);
   fuse_session_destroy(ft->se);
-  nt_clear(ft);
-  pthread_mutex_lock(&ft->nt_mut);
+  nt_clear(&ft->nodes);
+  pthread_mutex_lock(&ft->dirh_mut);
   fuse_native_dirh_t *d = ft->dirhs;
   ft->dirhs = NULL;
-  pthread_mutex_unlock(&ft->nt_mut);
+  pthread_mutex_unlock(&ft->dirh_mut);
   while (d != NULL) {
     fuse_native_dirh_t *next = d->next;
     free(d->buf);
@@ -1892,14 +1648,9 @@ NAPI_METHOD(fuse_native_mount) {
     return NULL;
   }
 
-  pthread_mutex_init(&ft->nt_mut, NULL);
-  ft->nt_by_id = NULL;
-  ft->nt_by_path = NULL;
-  ft->nt_buckets = 0;
-  ft->nt_count = 0;
+  nt_init(&ft->nodes);
+  pthread_mutex_init(&ft->dirh_mut, NULL);
   ft->dirhs = NULL;
-  nt_grow(ft);
-  nt_ref(ft, "/", FUSE_ROOT_ID, 1, 1);
 
   if (adopt_fd >= 0) {
     // Nodes the kernel may hold from the process we take over from: kept until unmount.
@@ -1916,7 +1667,7 @@ NAPI_METHOD(fuse_native_mount) {
         double kino = 0;
         if (napi_get_value_string_utf8(env, p, kpath, sizeof(kpath), &kl) != napi_ok) continue;
         napi_get_value_double(env, n, &kino);
-        if (kino > FUSE_ROOT_ID) nt_ref(ft, kpath, (uint64_t) kino, 0, 1);
+        if (kino > FUSE_ROOT_ID) nt_ref(&ft->nodes, kpath, (uint64_t) kino, 0, 1);
       }
     }
     // Requests the dead process had read but not answered go back to the kernel's queue, to be
