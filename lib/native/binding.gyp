@@ -14,6 +14,7 @@
     "sources": [
       "fuse-native.c",
       "node-table.c",
+      "keeper-client.c",
     ],
     "cflags": [
       "-g",
