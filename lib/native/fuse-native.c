@@ -1,66 +1,65 @@
-// The native layer's addon: fuse-native 2.2.6's addon ported to libfuse 3's low-level API, and
-// fixed. fuse-native is MIT-licensed (LICENSE.fuse-native, beside this file); what we changed and
-// added is Apache-2.0, as the rest of dapifs. fuse-native's JS (its index.js, as published) drives
-// it, and lib/native/fuse.ts, a subclass of its Fuse, passes what the port adds. build.mjs builds
-// it and puts it where fuse-native loads its addon from. native-notes/README.md says why, with the
-// measurements; scripts/native-diff.sh prints what differs from fuse-native's own fuse-native.c.
+// The native layer's addon: fuse-native 2.2.6's addon, ported from libfuse 2's high-level API to
+// libfuse 3's low-level one, and fixed. fuse-native is MIT-licensed (LICENSE.fuse-native, beside
+// this file); what we changed and added is Apache-2.0, as the rest of dapifs. build.mjs builds
+// it and puts it where fuse-native's index.js loads its addon from, so that fuse-native's JS, as
+// published, drives it; fuse.ts, a subclass of its Fuse, passes what the port adds.
+// native-notes/README.md says why, with the measurements; scripts/native-diff.sh prints what
+// differs from fuse-native's own fuse-native.c.
 //
-// 1. libfuse 3 (Debian's libfuse3, 3.14; headers from libfuse3-dev, found with pkg-config), on its
-//    LOW-level API: fuse_session_new + fuse_session_mount + fuse_session_loop_mt with a loop config.
-//    fuse-native's JS API stays path-based: thin fuse_lowlevel_ops (ll_*) resolve node ids to
-//    paths in a table of the addon's own, call fuse-native's path handlers, and reply.
-//    - Node ids: the root is 1; any other node's id is the `ino` of its getattr stat (up to
-//      2^53 - 1: the stat array grows to 19 slots, ino's high word at 18), so that a successor
-//      process can answer the ids the kernel holds. Without one, the live node's at that path,
-//      else FNV-1a-64 of the path (probed on if another node has it). A per-mount, mutex-guarded
-//      table maps id -> {path, nlookup}: lookups and entry replies count, forget uncounts and
-//      drops at 0, rename moves the node at the old path (and any below it) to the new one, and a
-//      node renamed over, unlinked or removed is gone: requests on a gone or unknown id answer
-//      ESTALE, as the high-level API answered for a node it had unhashed (the kernel then walks
-//      the path again).
-//    - Options: fuse-native's one -o string. The high-level API's library options are parsed in C
-//      (entry_timeout, attr_timeout, negative_timeout; kernel_cache: keep_cache on opens; others
-//      ignored), the rest (allow_other, fsname=, subtype=, noatime, debug...) go to
-//      fuse_session_new.
-//    - getattr/setattr route to fgetattr/ftruncate when given a file, rename refuses flags,
-//      readdir serves windows of the whole listing JS gave (kept per opendir), init sets the
-//      capabilities.
-//    fuse_native_mount takes an 8th argument, a Uint32Array from fuse.ts:
-//    [maxIdleThreads, maxThreads, cacheSymlinks, noOpen].
-//    - cacheSymlinks: FUSE_CAP_CACHE_SYMLINKS, so the kernel keeps symlink targets in its page
-//      cache and a warm path walk through `labels -> ..data/labels` asks the daemon nothing.
-//    - noOpen: with no JS open handler, open answers ENOSYS in C; the kernel then stops sending
-//      open and release (FUSE_NO_OPEN_SUPPORT), and kept pages serve reads.
-//    - maxIdleThreads / maxThreads: libfuse 3's loop keeps at most that many idle workers.
-//    Atomic O_TRUNC is turned off (with no opens, O_TRUNC would be dropped silently).
-//    fuse_native_conn_info(thread): [capable, want, resend] after init.
-//    fuse-native's utimens passed atime as mtime too.
+// A request's way through, in five steps:
+// 1. libfuse's loop (fuse_session_loop_mt) reads a request from /dev/fuse on one of its worker
+//    threads, and calls our low-level op for it (ll_lookup, ll_getattr, ...) with node ids.
+// 2. The op resolves the ids to paths in the mount's node table (node-table.h) and calls
+//    fuse-native's path handler (fuse_native_getattr, ...: FUSE_METHOD), as libfuse 2's high-level
+//    API called it.
+// 3. The handler puts the request in the worker's thread-locals, wakes Node's thread
+//    (uv_async_send) and waits on the worker's semaphore.
+// 4. On Node's thread, fuse_native_dispatch calls fuse-native's JS handler, which calls the ops
+//    (lib/fs/mount.ts), and the answer comes back through fuse_native_signal_<op>, which posts the
+//    semaphore.
+// 5. The op replies to libfuse: a lookup with the node id that JS's stat gives (nt_ref).
 //
-// 2. Recycle the thread-locals of exited libfuse workers instead of leaking them. libfuse's loop
-//    ends workers beyond its idle limit and starts a new one whenever all are busy, so under
-//    sustained concurrent requests workers can come and go by the thousand per second.
-//    fuse-native sets up thread-locals for each new worker (a JS buffer pinned by a reference, and
-//    a uv_async handle on Node's loop) and never frees them (`pthread_key_create(..., NULL); //
-//    TODO: add destructor`). Here a pthread-key destructor puts an exiting worker's thread-locals
-//    on its mount's free list, and a new worker takes them from there: they number at most the
-//    peak of workers alive at once.
-//
-// 3. fuse_native_invalidate_root_entry(thread, name, cb): FUSE_NOTIFY_INVAL_ENTRY for a name in
-//    the mount's root, written from libuv's thread pool. The kernel keeps the entries it has
-//    looked up until memory runs short, and the addon keeps a node for each; dapifs calls this for
-//    each generation directory it drops, so both are freed.
-//
-// 4. Restarts (native-notes, Restarts). `new Fuse(mnt, ops, { adopt: { fd, known } })` takes over
-//    the live connection of a /dev/fuse fd whose server died: no mount, stat or unmount of mnt;
-//    fuse_session_mount(se, "/dev/fd/N"); the table pre-filled with `known` [path, ino] pairs
-//    (kept until unmount); FUSE_NOTIFY_RESEND written (kernel 6.9+; fuse.adoptResend() says
-//    whether the kernel took it), so requests the dead server had read are queued again; and a
-//    synthesized FUSE_INIT fed to the session on the loop thread (its reply is refused by the
-//    kernel, silently). fuse_native_session_fd(thread): the session's /dev/fuse fd.
-//    fuse_native_keeper_put(sock, key, fd), _drop(sock, key), _take(sock) -> [{key, fd}]: a
-//    synchronous client of the keeper, the process that holds dups of the fds (unix stream
-//    socket, one line per message, fds by SCM_RIGHTS).
-//
+// What the port changes or adds, beyond the API it sits on:
+// - libfuse 3 (Debian's libfuse3, 3.14; headers from libfuse3-dev, found with pkg-config), on its
+//   low-level API: fuse_session_new + fuse_session_mount + fuse_session_loop_mt with a loop
+//   config; the thin ll_* ops keep fuse-native's JS API path-based. getattr and setattr route to
+//   fgetattr and ftruncate when given a file, rename refuses flags, readdir serves windows of the
+//   whole listing JS gave (kept per opendir), init sets the capabilities.
+// - Node ids are what JS says each object is: the `ino` of its stat (up to 2^53 - 1, so stats
+//   have a 19th slot, the high word), so that a process taking a mount over can answer the ids
+//   the kernel holds (node-table.h).
+// - Options: fuse-native's one -o string. The high-level API's library options are parsed here
+//   (entry_timeout, attr_timeout, negative_timeout; kernel_cache: keep_cache on opens; others
+//   ignored), the rest (allow_other, fsname=, subtype=, noatime, debug...) go to
+//   fuse_session_new (parse_options).
+// - fuse_native_mount's 8th argument, from fuse.ts: [maxIdleThreads, maxThreads, cacheSymlinks,
+//   noOpen].
+//   - cacheSymlinks: FUSE_CAP_CACHE_SYMLINKS, so the kernel keeps symlink targets in its page
+//     cache and a warm path walk through `labels -> ..data/labels` asks the daemon nothing.
+//   - noOpen: with no JS open handler, open answers ENOSYS here; the kernel then stops sending
+//     open and release (FUSE_NO_OPEN_SUPPORT), and kept pages serve reads.
+//   - maxIdleThreads / maxThreads: libfuse 3's loop keeps at most that many idle workers.
+//   Atomic O_TRUNC is turned off (with no opens, O_TRUNC would be dropped silently).
+// - The thread-locals of exited workers are recycled instead of leaked (release_thread_locals).
+//   libfuse's loop ends workers beyond its idle limit and starts a new one whenever all are
+//   busy, so under sustained concurrent requests workers can come and go by the thousand per
+//   second. fuse-native sets up thread-locals for each new worker (a JS buffer pinned by a
+//   reference, and a uv_async handle on Node's loop) and never freed them
+//   (`pthread_key_create(..., NULL); // TODO: add destructor`): now they number at most the peak
+//   of workers alive at once.
+// - fuse_native_invalidate_root_entry(thread, name, cb): FUSE_NOTIFY_INVAL_ENTRY for a name in the
+//   mount's root, written from libuv's thread pool. The kernel keeps the entries it has looked up
+//   until memory runs short, and the node table keeps a node for each; dapifs calls this for
+//   each generation directory it drops, so both are freed.
+// - Restarts (native-notes, Restarts). With an adoptFd (fuse_native_mount's 9th argument: fuse.ts's
+//   `adopt`), the mount takes over the live connection of a /dev/fuse fd whose server died: no
+//   mount, stat or unmount of mnt; fuse_session_mount(se, "/dev/fd/N"); the node table pre-filled
+//   with the 10th, `known` [path, ino] pairs (kept until unmount); FUSE_NOTIFY_RESEND written
+//   (kernel 6.9+), so that requests the dead server had read are queued again; and a made-up
+//   FUSE_INIT fed to the session on the loop's thread (synth_init). fuse_native_session_fd
+//   gives the fd to hand to the keeper, whose client is keeper-client.c.
+// - fuse_native_conn_info(thread): [capable, want, resend] after init.
+// - fuse-native's utimens passed atime as mtime too.
 // The addon exports `dapifs_native`, so that dapifs can tell it from fuse-native's prebuilt one.
 
 #define FUSE_USE_VERSION 312
@@ -297,7 +296,6 @@ static const uint32_t dapifs_native = 1;
 static fuse_thread_locals_t* get_thread_locals();
 
 // Helpers
-// TODO: Extract into a separate file.
 
 static uint64_t uint32s_to_uint64 (uint32_t **ints) {
   uint64_t low = *((*ints)++);
@@ -1396,8 +1394,8 @@ static void fuse_native_async_init (uv_async_t* handle) {
   uv_sem_post(&(ft->sem));
 }
 
-// libfuse 2's fuse_loop_mt ends workers beyond 10 idle ones and starts new ones when all are busy,
-// so under sustained concurrent requests workers come and go by the thousand per second. Each
+// libfuse's loop ends workers beyond its idle limit (maxIdleThreads; 10 in libfuse 2) and starts
+// new ones when all are busy, so workers can come and go by the thousand per second. Each
 // worker's thread-locals are a JS buffer pinned by a reference plus a uv_async handle on Node's
 // loop, which cannot be freed from the exiting thread. So they are recycled instead: this
 // destructor, run by each exiting worker once it has answered its last request, puts its
