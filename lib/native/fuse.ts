@@ -75,7 +75,7 @@ export default class Fuse extends FuseNative {
    */
   adoptResend(): number | null {
     const res = addon.fuse_native_conn_info(this._thread!)[2]
-    return res < 0 ? null : -res
+    return res < 0 ? null : res === 0 ? 0 : -res
   }
 
   /** The mounted session's /dev/fuse descriptor (to hand a dup to the keeper), or -1. */
@@ -100,7 +100,7 @@ export default class Fuse extends FuseNative {
     if (this.adoption) {
       // The connection is live at mnt already: no stat, mkdir or unmount of the mountpoint.
       if (!nativeLayer()) return cb(new Error('adopting a mount needs the native layer (lib/native), not fuse-native\'s prebuilt addon'))
-      return mountNow([this.adoption.fd, (this.adoption.known ?? []).map(([p, ino]) => [String(p), Number(ino) || 0])])
+      return mountNow([this.adoption.fd, this.adoption.known ?? []])
     }
     const onDirectory = (st: Stats): void => {
       stat(path.join(this.mnt, '..'), (_, parent) => {
