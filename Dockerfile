@@ -2,20 +2,21 @@
 #   docker build -t REGISTRY/dapifs:0.1.0 . && docker push REGISTRY/dapifs:0.1.0
 # then set that image in examples/kubernetes/daemonset.yaml (or install.yaml).
 
-# Build: npm ci builds fuse-native's addon for libfuse 3 from patched source
-# (scripts/fuse-native/build.mjs, npm's postinstall) with node-gyp, python3, make and g++, against
-# Node's own headers (/usr/local/include/node) and libfuse3-dev's, found with pkg-config.
+# Build: npm ci builds the native layer, fuse-native's addon ported to libfuse 3, from its source
+# (lib/native/build.mjs, npm's postinstall) with node-gyp, python3, make and g++, against Node's
+# own headers (/usr/local/include/node) and libfuse3-dev's, found with pkg-config. It goes into
+# node_modules/fuse-native, where fuse-native loads it from.
 FROM node:20-bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ gcc pkg-config libfuse3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
-COPY scripts/fuse-native/ scripts/fuse-native/
+COPY lib/native/ lib/native/
 # The postinstall falls back to fuse-native's prebuilt libfuse 2 addon with a warning; --strict
 # fails the image build instead, as scripts/setup.sh does.
 RUN npm ci --no-audit --no-fund \
- && node scripts/fuse-native/build.mjs --strict
+ && node lib/native/build.mjs --strict
 COPY tsconfig.json ./
 COPY types/ types/
 COPY lib/ lib/

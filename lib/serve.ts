@@ -10,7 +10,7 @@ import createDebug from 'debug'
 import { oneLine } from './logline.js'
 import { Daemon } from './fs/daemon.js'
 import { readPodFile, readSettings, volumeOf, type InputFlags } from './volume/input.js'
-import { fuseNativeBuild, nativeLayer } from './fs/mount.js'
+import { nativeBuild, nativeLayer } from './fs/mount.js'
 import { prepareMountpoint } from './fs/mountpoint.js'
 import type { Pod } from './volume/pod.js'
 import type { Allocatable } from './volume/resource.js'
@@ -114,7 +114,7 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
   }
   const gen = daemon.generation!
   const volume = settings.items ? '--items' : volumeOf(pod, settings).name
-  if (!nativeLayer()) say(`fuse-native is its prebuilt libfuse 2 addon: flips happen inside the daemon, unseen by inotify, every read costs the daemon requests, and memory leaks under sustained concurrent reads; run \`node ${fuseNativeBuild}\` (README, "Installing")`)
+  if (!nativeLayer()) say(`fuse-native is its prebuilt libfuse 2 addon: flips happen inside the daemon, unseen by inotify, every read costs the daemon requests, and memory leaks under sustained concurrent reads; run \`node ${nativeBuild}\` (README, "Installing")`)
   say(`ready: serving volume ${JSON.stringify(volume)} of pod ${pod.namespace}/${pod.name} at ${mountpoint} ` +
     `(${gen.name}, ${gen.projection.files.length} files); ${source.describe}`)
   if (!allowOther) say('only this user can read the mount: allow_other needs root or user_allow_other in /etc/fuse.conf')

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs what dapifs needs on Debian (12 or later) with Node.js 20: libfuse3-dev and pkg-config
-# (npm's postinstall builds fuse-native's addon for libfuse 3 from patched source, with python3,
-# make and g++: scripts/fuse-native/), fuse3 (fusermount, which unmounting calls), libfuse2 (for
+# (npm's postinstall builds the native layer, fuse-native's addon ported to libfuse 3, from its
+# source with python3, make and g++: lib/native/), fuse3 (fusermount, which unmounting calls), libfuse2 (for
 # fuse-native's prebuilt addon, a fallback and the benchmark's old floor), then the npm packages. For the tests: inotify-tools and gcc; Go (the kubelet-diff harness and the real
 # kube-apiserver the tests run), etcd, rsync (its build), openssl and curl (its start-up); containerd,
 # runc, busybox-static and jq (the real node of scripts/kube-node.sh). Debian's Go 1.19 builds
@@ -16,4 +16,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq libfuse3-dev pkg-config libfuse2 fuse3 python3 make g++ inotify-tools gcc golang-go etcd-server etcd-client rsync openssl curl ca-certificates containerd runc busybox-static jq >/dev/null
 npm ci --no-audit --no-fund
-node scripts/fuse-native/build.mjs --strict # fails here if the postinstall could not build it
+node lib/native/build.mjs --strict # fails here if the postinstall could not build it

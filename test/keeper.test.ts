@@ -1,10 +1,10 @@
 // dapifs-keeper (lib/keeper/keeper.c) on its own: its protocol through the addon's calls
-// (Fuse.keeperPut, keeperTake, keeperDrop), its letting go, and its bad input.
+// (keeperPut, keeperTake, keeperDrop: lib/native/keeper-client), its letting go, and its bad input.
 import t from 'tap'
 import { chmodSync, closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import Fuse from 'fuse-native'
+import { keeperDrop, keeperPut, keeperTake } from '../lib/native/keeper-client.js'
 import { run, scratch, until } from './fixtures/daemon.js'
 import { startKeeper } from './fixtures/csi.js'
 
@@ -29,24 +29,24 @@ t.test('PUT, TAKE, LIST, DROP: the keeper holds descriptors by key and hands bac
   const k = await startKeeper(t, path.join(dir, 'keeper.sock'))
   const files = ['a', 'b'].map((n) => { const f = path.join(dir, n); writeFileSync(f, n); return f })
   const fds = files.map((f) => openSync(f, 'r'))
-  Fuse.keeperPut(k.socket, '/mnt/a', fds[0]!)
-  Fuse.keeperPut(k.socket, '/mnt/b', fds[1]!)
-  Fuse.keeperPut(k.socket, '/mnt/a', fds[0]!) // again: replaces
+  keeperPut(k.socket, '/mnt/a', fds[0]!)
+  keeperPut(k.socket, '/mnt/b', fds[1]!)
+  keeperPut(k.socket, '/mnt/a', fds[0]!) // again: replaces
   for (const fd of fds) closeSync(fd) // the keeper's duplicates keep the files open
   t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/a\nKEY /mnt/b\nEND\n')
-  const taken = Fuse.keeperTake(k.socket)
+  const taken = keeperTake(k.socket)
   t.same(taken.map((x) => x.key).sort(), ['/mnt/a', '/mnt/b'])
   for (const { key, fd } of taken) {
     t.equal(fstatSync(fd).ino, fstatSync(openSync(files[key === '/mnt/a' ? 0 : 1]!, 'r')).ino, `${key}: the same open file`)
     closeSync(fd)
   }
   t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/a\nKEY /mnt/b\nEND\n', 'TAKE leaves the keeper its own')
-  Fuse.keeperDrop(k.socket, '/mnt/a')
-  Fuse.keeperDrop(k.socket, '/mnt/nothing')
+  keeperDrop(k.socket, '/mnt/a')
+  keeperDrop(k.socket, '/mnt/nothing')
   t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/b\nEND\n')
   t.equal(await ask(k.socket, 'PUT /mnt/c'), 'ERR PUT without a descriptor\n')
   t.equal(await ask(k.socket, 'HELLO'), 'ERR unknown request (PUT, DROP, TAKE, LIST, AGENT)\n')
-  t.throws(() => Fuse.keeperTake(path.join(dir, 'nobody.sock')), /nobody\.sock/, 'no keeper: an error naming the socket')
+  t.throws(() => keeperTake(path.join(dir, 'nobody.sock')), /nobody\.sock/, 'no keeper: an error naming the socket')
 })
 
 t.test('with no agent connected for --abandon-after, it lets go; an agent connection keeps them', async (t) => {
@@ -57,7 +57,7 @@ t.test('with no agent connected for --abandon-after, it lets go; an agent connec
   agent.write('AGENT\n')
   writeFileSync(path.join(dir, 'a'), 'a')
   const fd = openSync(path.join(dir, 'a'), 'r')
-  Fuse.keeperPut(k.socket, '/mnt/a', fd)
+  keeperPut(k.socket, '/mnt/a', fd)
   closeSync(fd)
   await new Promise((resolve) => setTimeout(resolve, 1000))
   t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/a\nEND\n', 'kept while an agent is connected')

@@ -30,7 +30,7 @@ const POD = (labels: Record<string, string>, annotations: Record<string, string>
 t.test('layout, bytes and modes match the kubelet\'s', async (t) => {
   const podFile = scratchPod(t, POD({ app: 'web', tier: 'front' }))
   const d = await startDaemon(t, ['--pod-file', podFile])
-  t.notOk(d.lines.some((l) => l.includes('prebuilt addon')), 'fuse-native is the build from patched source (npm\'s postinstall)')
+  t.notOk(d.lines.some((l) => l.includes('prebuilt addon')), 'the native layer is what loaded (npm\'s postinstall built it)')
   const gen = await dataTarget(d.mnt)
   t.match(gen, /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{1,10}$/, '..data points at a timestamped generation')
 

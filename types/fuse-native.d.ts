@@ -1,10 +1,11 @@
-// Types for fuse-native 2.2.6 (it ships none) as scripts/fuse-native/ patches it: the parts dapifs uses.
+// Types for fuse-native 2.2.6 as published (it ships none): the parts dapifs uses, including the
+// internals that lib/native/fuse.ts overrides (which is why package.json pins that version).
 declare module 'fuse-native' {
   type Cb<T = unknown> = (code: number, value?: T) => void
   export interface Stat {
     mtime: Date | number; atime: Date | number; ctime: Date | number
     size: number; mode: number; uid: number; gid: number
-    nlink?: number; ino?: number; dev?: number
+    nlink?: number; ino?: number; dev?: number; rdev?: number; blksize?: number; blocks?: number
   }
   export interface Statfs {
     bsize: number; frsize: number; blocks: number; bfree: number; bavail: number
@@ -16,7 +17,7 @@ declare module 'fuse-native' {
     statfs?(path: string, cb: Cb<Statfs>): void
     getattr?(path: string, cb: Cb<Stat>): void
     fgetattr?(path: string, fd: number, cb: Cb<Stat>): void
-    readdir?(path: string, cb: Cb<string[]>): void
+    readdir?(path: string, cb: (code: number, names?: string[], stats?: Stat[]) => void): void
     readlink?(path: string, cb: Cb<string>): void
     open?(path: string, flags: number, cb: Cb<number>): void
     opendir?(path: string, flags: number, cb: Cb<number>): void
@@ -33,46 +34,47 @@ declare module 'fuse-native' {
     entryTimeout?: number | string; attrTimeout?: number | string
     fsname?: string; subtype?: string; maxRead?: number
     timeout?: number | false
-    /** The patch's (libfuse 3): the kernel caches symlink targets (FUSE_CAP_CACHE_SYMLINKS). */
-    cacheSymlinks?: boolean
-    /** The patch's: with no open handler, open answers ENOSYS in C and the kernel stops sending it. */
-    noOpen?: boolean
-    /** The patch's: at most this many idle libfuse workers (libfuse 3's loop config). */
-    maxIdleThreads?: number
-    /**
-     * The patch's (3): take over the live connection of a /dev/fuse fd whose server died, instead
-     * of mounting (mnt is not touched); `known`: [path, ino] pairs of nodes the kernel may hold.
-     * The Fuse object owns `fd` from then on.
-     */
-    adopt?: { fd: number; known?: Array<[string, number]> }
   }
+  /** How fuse-native's handlers answer its addon: an error code (0, or -errno), then values. */
+  export type Signal = (code: number, ...values: unknown[]) => void
   class Fuse {
     constructor(mnt: string, ops: Ops, opts?: Opts)
+    /** The absolute mountpoint. */
     readonly mnt: string
-    /** fuse-native's own: the mount's native state (the addon's fuse_thread_t). */
-    readonly _thread: Buffer
-    /** fuse-native's own: the thread-locals it has set up for libfuse's worker threads. */
-    readonly _threads: Set<Buffer>
-    /** The patch's: FUSE_NOTIFY_INVAL_ENTRY for a name in the root, from libuv's thread pool. */
-    invalidateRootEntry(name: string, cb: (res: number) => void): void
-    /** The patch's: FUSE_NOTIFY_INVAL_INODE for the inode at a path, from libuv's thread pool. */
-    invalidatePath(path: string, cb: (res: number) => void): void
-    /** The patch's: [capable, want], the FUSE_CAP_* bits negotiated at init. */
-    connInfo(): [number, number]
-    /** The patch's (3): the mounted session's /dev/fuse fd, or -1. */
-    sessionFd(): number
-    /** The patch's (3): for an adopted mount, 0 if the kernel took FUSE_NOTIFY_RESEND, else -errno; null if not adopted. */
-    adoptResend(): number | null
+    readonly ops: Ops
+    readonly opts: Opts
     mount(cb: (err: Error | null) => void): void
     unmount(cb: (err: Error | null) => void): void
+    /** Runs `fusermount -uz MNT` through a shell. */
     static unmount(mnt: string, cb: (err: Error | null) => void): void
-    /** The patch's (3): the keeper's client, synchronous; each throws an Error naming the socket. */
-    static keeperPut(sock: string, key: string, fd: number): void
-    static keeperDrop(sock: string, key: string): void
-    static keeperTake(sock: string): Array<{ key: string; fd: number }>
-    static closeFd(fd: number): number
+
+    // Internals (fuse-native's index.js).
+    /** The mount's native state (the addon's fuse_thread_t), made by _open. */
+    protected _thread: Buffer | null
+    /** The thread-locals the addon has set up for libfuse's worker threads. */
+    readonly _threads: Set<Buffer>
+    protected readonly _force: boolean
+    protected readonly _mkdir: boolean
+    /** The init handler calls it back (mount's callback) once the kernel has answered. */
+    protected _openCallback: ((err: Error | null) => void) | null
+    /** Allocates a worker's thread-locals for the addon (called from C). */
+    protected _malloc(size: number): Buffer
+    /** One JS function per opcode, which the addon calls with a request. */
+    protected readonly _handlers: unknown[]
+    /** The options as one "-oa,b,c" string. */
+    protected _fuseOptions(): string
+    /** A Uint32Array: 1 for each opcode the ops implement. */
+    protected _getImplementedArray(): Uint32Array
+    /** Nanoresource's open and close: mount() and unmount() call them. */
+    protected _open(cb: (err: Error | null) => void): void
+    protected _close(cb: (err: Error | null) => void): void
+    protected _op_getattr(signal: Signal, path: string): void
+    protected _op_fgetattr(signal: Signal, path: string, fd: number): void
+    protected _op_readdir(signal: Signal, path: string): void
+
     static readonly EPERM: number
     static readonly ENOENT: number
+    static readonly ENXIO: number
     static readonly EIO: number
     static readonly EBADF: number
     static readonly EACCES: number

@@ -92,7 +92,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   // fuse-native's prebuilt addon (the fallback: README, Installing) can neither hand a mount over
   // nor take one.
   const handOver = nativeLayer()
-  if (!handOver && !flags.noKeeper) say('fuse-native\'s prebuilt libfuse 2 addon is in use: no keeper, so volumes end with this process (build the native layer: node scripts/fuse-native/build.mjs)')
+  if (!handOver && !flags.noKeeper) say('fuse-native\'s prebuilt libfuse 2 addon is in use: no keeper, so volumes end with this process (build the native layer: node lib/native/build.mjs)')
   const keeperSocket = flags.noKeeper || !handOver ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
   let volumes: Volumes | undefined
   const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })

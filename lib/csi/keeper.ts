@@ -6,12 +6,12 @@
 // it is open the keeper knows the mounts are served. If the keeper itself restarts, that
 // connection breaks; the agent connects again and puts every descriptor back (`reconnected`).
 //
-// The calls that pass descriptors are the addon's (Node cannot send one over a unix socket) and
-// synchronous: the keeper answers each at once, from the same machine.
+// The calls that pass descriptors are the native layer's (Node cannot send one over a unix socket)
+// and synchronous: the keeper answers each at once, from the same machine (native/keeper-client).
 
 import net from 'node:net'
 import createDebug from 'debug'
-import Fuse from 'fuse-native'
+import { keeperDrop, keeperPut, keeperTake } from '../native/keeper-client.js'
 
 const log = createDebug('dapifs:keeper')
 
@@ -38,7 +38,7 @@ export class Keeper {
    */
   take(): Map<string, number> {
     try {
-      return new Map(Fuse.keeperTake(this.socket).map(({ key, fd }) => [key, fd] as const))
+      return new Map(keeperTake(this.socket).map(({ key, fd }) => [key, fd] as const))
     } catch (e) {
       log('take: %s', (e as Error).message)
       return new Map()
@@ -48,7 +48,7 @@ export class Keeper {
   /** Whether the keeper now holds a duplicate of `fd` for `key`. */
   put(key: string, fd: number): boolean {
     try {
-      Fuse.keeperPut(this.socket, key, fd)
+      keeperPut(this.socket, key, fd)
       this.lastProblem = undefined
       return true
     } catch (e) {
@@ -59,7 +59,7 @@ export class Keeper {
 
   drop(key: string): void {
     try {
-      Fuse.keeperDrop(this.socket, key)
+      keeperDrop(this.socket, key)
     } catch (e) {
       this.problem((e as Error).message)
     }

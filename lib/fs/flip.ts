@@ -17,7 +17,7 @@
 // handlers accept exactly the one operation pending here (same op, same paths, same target)
 // and apply it to the tree; every other mutation, from anyone, still gets EROFS.
 //
-// The rename cannot fail a reader. With libfuse 3 (scripts/fuse-native/), the kernel caches each
+// The rename cannot fail a reader. With libfuse 3 (lib/native/), the kernel caches each
 // link's target, so a reader that resolved the old ..data a moment before reads its target from
 // the page cache; and a readlink of the old ..data that does reach libfuse after the rename gets
 // ESTALE (libfuse 2 answered ENOENT), on which the kernel walks the path again and finds the new

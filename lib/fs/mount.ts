@@ -7,7 +7,7 @@
 // after it returns (a deadlock that not even SIGKILL ends).
 //
 // The kernel caches everything it can, so that a warm read asks the daemon nothing (libfuse 3,
-// through fuse-native as scripts/fuse-native/ ports it): lookups and attributes for 60 s, file
+// through fuse-native as the native layer ports it: lib/native/): lookups and attributes for 60 s, file
 // pages (kernel_cache), symlink targets (cacheSymlinks), and opens: open answers ENOSYS (in C,
 // noOpen), after which the kernel stops sending open and release and reads from kept pages.
 // That is safe because nothing under a name ever changes but the links: a flip gives a new
@@ -36,11 +36,9 @@
 // "nothing to do" and stops sending them. A write open succeeds (the kernel no longer asks), and
 // the write then fails with EROFS; an open that truncates fails with EROFS at once.
 
-import Fuse, { type Ops } from 'fuse-native'
 import createDebug from 'debug'
-import { createRequire } from 'node:module'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { nativeLayer } from '../native/addon.js'
+import Fuse, { type Ops } from '../native/fuse.js'
 import type { Mutation } from './flip.js'
 import { DAPIFS_FSTYPE } from './mountpoint.js'
 import type { Tree } from './tree.js'
@@ -189,8 +187,8 @@ export class Mount {
   }
 
   /**
-   * How many thread-locals fuse-native has set up for libfuse's worker threads. The patched
-   * build recycles them, so this stays at the peak of workers alive at once; the prebuilt addon
+   * How many thread-locals fuse-native has set up for libfuse's worker threads. The native
+   * layer recycles them, so this stays at the peak of workers alive at once; the prebuilt addon
    * sets up one more for every worker libfuse starts.
    */
   threadsSetUp(): number {
@@ -247,29 +245,8 @@ export class Mount {
   }
 }
 
-/** Builds fuse-native from patched source (npm's postinstall runs it). */
-export const fuseNativeBuild = fileURLToPath(new URL('../../scripts/fuse-native/build.mjs', import.meta.url))
-
-interface Addon {
-  dapifs_patch?: number
-}
-let loaded: Addon | undefined
-
-/** fuse-native's addon: the same loader and directory as its index.js, so the same module. */
-function addon(): Addon {
-  if (loaded) return loaded
-  const dir = path.dirname(createRequire(import.meta.url).resolve('fuse-native/package.json'))
-  const load = createRequire(path.join(dir, 'index.js'))('node-gyp-build') as (dir: string) => Addon
-  return (loaded = load(dir))
-}
-
 /**
- * Whether the fuse-native addon that loads is our libfuse 3 build (scripts/fuse-native/): the
- * kernel caches links and skips opens, the rename of ..data never fails a reader, workers'
- * thread-locals are recycled, the kernel can be told to forget, and a live mount can be handed
- * to another process (the keeper) and taken over. Otherwise it is fuse-native's
- * prebuilt libfuse 2 addon, and dapifs runs degraded (flips inside the daemon: daemon.ts).
+ * Whether the addon that loaded is the native layer's (lib/native), or fuse-native's prebuilt
+ * libfuse 2 addon, with which dapifs runs degraded (flips inside the daemon: daemon.ts).
  */
-export function nativeLayer(): boolean {
-  return (addon().dapifs_patch ?? 0) >= 3
-}
+export { nativeLayer, nativeBuild } from '../native/addon.js'

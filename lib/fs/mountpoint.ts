@@ -6,10 +6,10 @@
 // directory. Nothing here touches the mountpoint synchronously: a hung filesystem there must
 // not hang us, so its stat has a time limit.
 
-import { execFile } from 'node:child_process'
 import type { Stats } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
+import { fusermount } from '../native/fuse.js'
 import { InputError } from '../volume/shape.js'
 
 /** The type /proc/self/mountinfo gives a dapifs mount (fuse, subtype dapifs: mount.ts). */
@@ -37,10 +37,9 @@ function statWithin(p: string, ms: number): Promise<Stats | NodeJS.ErrnoExceptio
   })
 }
 
+/** fusermount -uz, without a shell (fusermount): a mountpoint's name may be anyone's data. */
 export function lazyUnmount(mountpoint: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('fusermount', ['-uz', mountpoint], (err, _out, stderr) => (err ? reject(new Error(stderr.trim() || err.message)) : resolve()))
-  })
+  return new Promise((resolve, reject) => fusermount(['-uz', mountpoint], (err) => (err ? reject(err) : resolve())))
 }
 
 /**

@@ -1,0 +1,206 @@
+// fuse-native's Fuse, for the native layer (fuse-native.c, libfuse 3's low-level API).
+//
+// fuse-native's own JS drives our addon (addon.ts says how it gets loaded): its handler
+// machinery, opcodes, option string and errno table are used as published. This subclass
+// changes only what the port needs:
+// - mounting passes the port's settings as an 8th argument ([maxIdleThreads, maxThreads,
+//   cacheSymlinks, noOpen]), or takes a live connection over instead of mounting (`adopt`);
+// - stats carry inode numbers up to 2^53 - 1 (a 19th slot for the high word), because the port
+//   uses them as node ids;
+// - unmounting runs fusermount without a shell: fuse-native's runs `fusermount -uz "MNT"`
+//   through one, and a mountpoint's name is not ours to trust (a pod's, in the CSI driver);
+// - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo.
+// It overrides fuse-native 2.2.6's internals (_open, _close, _op_getattr, _op_fgetattr,
+// _op_readdir), which is why package.json pins that version.
+//
+// With fuse-native's prebuilt addon (the fallback), the same class mounts as fuse-native would
+// (that addon ignores the 8th argument and reads 18 slots of a stat); what only the port has is
+// not to be called then (nativeLayer()): adopting fails, sessionFd() is -1.
+
+import FuseNative, { type Ops, type Opts as FuseNativeOpts, type Signal, type Stat } from 'fuse-native'
+import { execFile } from 'node:child_process'
+import { mkdir, stat, type Stats } from 'node:fs'
+import path from 'node:path'
+import { addon, nativeLayer } from './addon.js'
+
+export type { Ops, Stat }
+
+export interface Opts extends FuseNativeOpts {
+  /** FUSE_CAP_CACHE_SYMLINKS: the kernel keeps link targets in its page cache. */
+  cacheSymlinks?: boolean
+  /** With no open handler, open answers ENOSYS in C, and the kernel stops sending it. */
+  noOpen?: boolean
+  /** libfuse's loop keeps at most this many idle workers (default 2). */
+  maxIdleThreads?: number
+  /** And starts at most this many (default: libfuse's). */
+  maxThreads?: number
+  /**
+   * Take over the live connection of a /dev/fuse descriptor whose server died, instead of
+   * mounting (mnt is not touched); `known`: [path, ino] of the nodes the kernel may hold. The
+   * Fuse object owns `fd` from then on (libfuse closes it after unmount).
+   */
+  adopt?: { fd: number; known?: Array<[string, number]> }
+}
+
+export default class Fuse extends FuseNative {
+  private readonly adoption: Opts['adopt']
+  private readonly nativeConfig: Uint32Array
+
+  constructor(mnt: string, ops: Ops, opts: Opts = {}) {
+    super(mnt, ops, opts)
+    this.adoption = opts.adopt
+    this.nativeConfig = new Uint32Array([opts.maxIdleThreads ?? 2, opts.maxThreads ?? 0, opts.cacheSymlinks ? 1 : 0, opts.noOpen ? 1 : 0])
+  }
+
+  /** Unmounts `mnt` lazily with fusermount (-uz), without a shell. */
+  static override unmount(mnt: string, cb: (err: Error | null) => void): void {
+    fusermount(['-uz', mnt], cb)
+  }
+
+  /** FUSE_NOTIFY_INVAL_ENTRY for a name in the root, written from libuv's thread pool; cb(0 | -errno). */
+  invalidateRootEntry(name: string, cb: (res: number) => void): void {
+    addon.fuse_native_invalidate_root_entry(this._thread!, name, cb)
+  }
+
+  /** [capable, want]: the FUSE_CAP_* bits negotiated at init. */
+  connInfo(): [number, number] {
+    const [capable, want] = addon.fuse_native_conn_info(this._thread!)
+    return [capable, want]
+  }
+
+  /**
+   * For an adopted connection: 0 if the kernel took FUSE_NOTIFY_RESEND (requests the previous
+   * process had read but not answered are sent again), else -errno (kernels before 6.9:
+   * -EINVAL); null if not adopted.
+   */
+  adoptResend(): number | null {
+    const res = addon.fuse_native_conn_info(this._thread!)[2]
+    return res < 0 ? null : res === 0 ? 0 : -res
+  }
+
+  /** The mounted session's /dev/fuse descriptor (to hand a dup to the keeper), or -1. */
+  sessionFd(): number {
+    return this._thread && nativeLayer() ? addon.fuse_native_session_fd(this._thread) : -1
+  }
+
+  // fuse-native's _open, but with the 8th argument, adoption, and our unmount for `force`.
+  protected override _open(cb: (err: Error | null) => void): void {
+    const mountNow = (adopt?: [fd: number, known: Array<[string, number]>]): void => {
+      this._thread = Buffer.alloc(addon.sizeof_fuse_thread_t)
+      this._openCallback = cb // called by the init handler, once the kernel has answered
+      const args = [this.mnt, this._fuseOptions(), this._thread, this, this._malloc, this._handlers, this._getImplementedArray(), this.nativeConfig] as const
+      try {
+        if (adopt) addon.fuse_native_mount(...args, ...adopt)
+        else addon.fuse_native_mount(...args)
+      } catch (err) {
+        this._openCallback = null
+        cb(err as Error)
+      }
+    }
+    if (this.adoption) {
+      // The connection is live at mnt already: no stat, mkdir or unmount of the mountpoint.
+      if (!nativeLayer()) return cb(new Error('adopting a mount needs the native layer (lib/native), not fuse-native\'s prebuilt addon'))
+      return mountNow([this.adoption.fd, this.adoption.known ?? []])
+    }
+    const onDirectory = (st: Stats): void => {
+      stat(path.join(this.mnt, '..'), (_, parent) => {
+        if (parent && parent.dev !== st.dev) return cb(new Error('Mountpoint in use'))
+        mountNow()
+      })
+    }
+    const open = (): void => {
+      stat(this.mnt, (err, st) => {
+        if (err && err.code !== 'ENOENT') return cb(err)
+        if (err) {
+          if (!this._mkdir) return cb(new Error('Mountpoint does not exist'))
+          return mkdir(this.mnt, { recursive: true }, (err) => {
+            if (err) return cb(err)
+            stat(this.mnt, (err, st) => (err ? cb(err) : onDirectory(st)))
+          })
+        }
+        if (!st.isDirectory()) return cb(new Error('Mountpoint is not a directory'))
+        onDirectory(st)
+      })
+    }
+    if (!this._force) return open()
+    // A dead daemon's mount answers ENOTCONN: unmount it first (whatever comes of that, mount).
+    stat(path.join(this.mnt, 'test'), (err) => {
+      if (err && (err.errno === FuseNative.ENOTCONN || err.errno === FuseNative.ENXIO)) return Fuse.unmount(this.mnt, () => open())
+      open()
+    })
+  }
+
+  // fuse-native's _close, with our unmount.
+  protected override _close(cb: (err: Error | null) => void): void {
+    Fuse.unmount(this.mnt, (err) => {
+      if (err) return cb(Object.assign(err, { unmountFailure: true }))
+      try {
+        addon.fuse_native_unmount(this.mnt, this._thread!)
+      } catch (err) {
+        return cb(err as Error)
+      }
+      cb(null)
+    })
+  }
+
+  // fuse-native's stat handlers, with 19-slot stats (statArray).
+  protected override _op_getattr(signal: Signal, path: string): void {
+    if (!this.ops.getattr) {
+      if (path !== '/') signal(FuseNative.EPERM)
+      else signal(0, statArray({ mtime: new Date(0), atime: new Date(0), ctime: new Date(0), mode: 0o40755, size: 4096 }))
+      return
+    }
+    this.ops.getattr(path, (err, st) => (err ? signal(err, statArray()) : signal(0, statArray(st))))
+  }
+
+  // (fuse-native's calls getattr: a slip.) Only called when ops.fgetattr exists.
+  protected override _op_fgetattr(signal: Signal, path: string, fd: number): void {
+    this.ops.fgetattr!(path, fd, (err, st) => (err ? signal(err, statArray()) : signal(0, statArray(st))))
+  }
+
+  protected override _op_readdir(signal: Signal, path: string): void {
+    this.ops.readdir!(path, (err, names, stats) => (err ? signal(err) : signal(0, names, stats ? stats.map(statArray) : [])))
+  }
+}
+
+/**
+ * A stat as fuse-native's getStatArray makes it (sizes and times in two 32-bit words), with the
+ * inode number's high word in a 19th slot (fuse-native.c, populate_stat).
+ */
+function statArray(st?: Partial<Stat>): Uint32Array {
+  const ints = new Uint32Array(19)
+  const words = (i: number, n: number): void => {
+    ints[i] = n % 4294967296
+    ints[i + 1] = Math.floor(n / 4294967296)
+  }
+  const ms = (t: Date | number | undefined): number => (typeof t === 'number' ? t : t ? t.getTime() : Date.now())
+  ints[0] = st?.mode ?? 0
+  ints[1] = st?.uid ?? 0
+  ints[2] = st?.gid ?? 0
+  words(3, st?.size ?? 0)
+  ints[5] = st?.dev ?? 0
+  ints[6] = st?.nlink || 1
+  ints[8] = st?.rdev ?? 0
+  ints[9] = st?.blksize ?? 0
+  words(10, st?.blocks ?? 0)
+  words(12, ms(st?.atime))
+  words(14, ms(st?.mtime))
+  words(16, ms(st?.ctime))
+  const ino = st?.ino ?? 0
+  ints[7] = ino % 4294967296
+  ints[18] = Math.floor(ino / 4294967296)
+  return ints
+}
+
+/**
+ * Runs fusermount3 (fuse3's; Debian's fuse3 need not provide `fusermount`), or fusermount where
+ * there is no fusermount3, with `args` as they are: no shell, so a path is one argument whatever
+ * its characters.
+ */
+export function fusermount(args: string[], cb: (err: Error | null) => void): void {
+  const done = (err: Error | null, stderr: string): void => cb(err ? new Error(stderr.trim() || err.message) : null)
+  execFile('fusermount3', args, (err, _out, stderr) => {
+    if ((err as NodeJS.ErrnoException | null)?.code !== 'ENOENT') return done(err, stderr)
+    execFile('fusermount', args, (err, _out, stderr) => done(err, stderr))
+  })
+}
