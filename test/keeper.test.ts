@@ -101,7 +101,7 @@ t.test('only root may use it, whatever the socket\'s mode', async (t) => {
   const k = await startKeeper(t, path.join(dir, 'keeper.sock'))
   writeFileSync(path.join(dir, 'a'), 'a')
   const fd = openSync(path.join(dir, 'a'), 'r')
-  Fuse.keeperPut(k.socket, '/mnt/a', fd)
+  keeperPut(k.socket, '/mnt/a', fd)
   closeSync(fd)
   chmodSync(k.socket, 0o666)
   // It connects, and reads what it is told until the keeper hangs up.
@@ -120,7 +120,7 @@ t.test('a client that does not read holds one reply, and never the keeper', asyn
   const fd = openSync(path.join(dir, 'a'), 'r')
   const N = 2000 // more descriptors than a socket's buffer takes messages
   for (let i = 0; i < N; i++) {
-    Fuse.keeperPut(k.socket, `/mnt/${i}`, fd)
+    keeperPut(k.socket, `/mnt/${i}`, fd)
     if (i % 100 === 0) await new Promise((r) => setImmediate(r)) // the keeper's log lines go through our pipe
   }
   closeSync(fd)
@@ -130,7 +130,7 @@ t.test('a client that does not read holds one reply, and never the keeper', asyn
   await new Promise((r) => setTimeout(r, 500))
   const list = await Promise.race([ask(k.socket, 'LIST'), new Promise<string>((r) => setTimeout(() => r('no answer within 10 s'), 10_000))])
   t.equal(list.split('\n').length, N + 2, 'another client is answered meanwhile, in full')
-  const taken = Fuse.keeperTake(k.socket)
+  const taken = keeperTake(k.socket)
   t.equal(taken.length, N, 'and can take every descriptor')
   for (const x of taken) closeSync(x.fd)
   stuck.destroy()
@@ -150,7 +150,7 @@ t.test('out of descriptors, it refuses what it cannot serve and goes on', async 
   t.ok(await until(async () => {
     try {
       const fd = openSync(path.join(dir, 'a'), 'r')
-      try { Fuse.keeperPut(k.socket, '/mnt/a', fd) } finally { closeSync(fd) }
+      try { keeperPut(k.socket, '/mnt/a', fd) } finally { closeSync(fd) }
       return true
     } catch { return false }
   }), 'once they are gone, it takes descriptors again')

@@ -176,10 +176,11 @@ export class Mount {
       cacheSymlinks: true,
       noOpen: true,
       maxIdleThreads: MAX_IDLE_THREADS,
-      // fuse-native has no noatime or negative_timeout option, and joins its options with
-      // commas. Without noatime the kernel drops the cached atime after each read, and the next
-      // fstat costs a request. negative_timeout: see the header (negative entries).
-      fsname: `dapifs,noatime,negative_timeout=${cache}`,
+      fsname: 'dapifs',
+      // Without noatime the kernel drops the cached atime after each read, and the next fstat
+      // costs a request.
+      noatime: true,
+      negativeTimeout: Number(cache), // see the header: negative entries
       subtype: DAPIFS_FSTYPE.slice('fuse.'.length),
       timeout: false, // our handlers answer at once; the per-op timer only costs time
       debug: opts.debug ?? false,

@@ -9,7 +9,8 @@
 //   uses them as node ids;
 // - unmounting runs fusermount without a shell: fuse-native's runs `fusermount -uz "MNT"`
 //   through one, and a mountpoint's name is not ours to trust (a pod's, in the CSI driver);
-// - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo.
+// - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo, and the mount
+//   options noatime and negative_timeout.
 // It overrides fuse-native 2.2.6's internals (_open, _close, _op_getattr, _op_fgetattr,
 // _op_readdir), which is why package.json pins that version.
 //
@@ -40,15 +41,22 @@ export interface Opts extends FuseNativeOpts {
    * Fuse object owns `fd` from then on (libfuse closes it after unmount).
    */
   adopt?: { fd: number; known?: Array<[string, number]> }
+  /** The mount option noatime, which fuse-native has no option for. */
+  noatime?: boolean
+  /** Seconds the kernel keeps a name's absence (negative_timeout; the addon reads it). */
+  negativeTimeout?: number
 }
 
 export default class Fuse extends FuseNative {
   private readonly adoption: Opts['adopt']
   private readonly nativeConfig: Uint32Array
+  /** Options fuse-native does not know, for its option string. */
+  private readonly moreOptions: string[]
 
   constructor(mnt: string, ops: Ops, opts: Opts = {}) {
     super(mnt, ops, opts)
     this.adoption = opts.adopt
+    this.moreOptions = [...(opts.noatime ? ['noatime'] : []), ...(opts.negativeTimeout !== undefined ? [`negative_timeout=${opts.negativeTimeout}`] : [])]
     this.nativeConfig = new Uint32Array([opts.maxIdleThreads ?? 2, opts.maxThreads ?? 0, opts.cacheSymlinks ? 1 : 0, opts.noOpen ? 1 : 0])
   }
 
@@ -76,6 +84,13 @@ export default class Fuse extends FuseNative {
   adoptResend(): number | null {
     const res = addon.fuse_native_conn_info(this._thread!)[2]
     return res < 0 ? null : res === 0 ? 0 : -res
+  }
+
+  /** fuse-native's option string (-oa,b,...), with the options it does not know. */
+  protected override _fuseOptions(): string {
+    const own = super._fuseOptions()
+    if (this.moreOptions.length === 0) return own
+    return own ? `${own},${this.moreOptions.join(',')}` : `-o${this.moreOptions.join(',')}`
   }
 
   /** The mounted session's /dev/fuse descriptor (to hand a dup to the keeper), or -1. */
