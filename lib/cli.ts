@@ -33,10 +33,10 @@ const USAGE = `usage:
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
       ephemeral inline volume, registered with the kubelet through DIR (default
       plugins_registry in the kubelet's directory, --kubelet-dir, default /var/lib/kubelet).
-      --budget: what a pod may ask for (README, "What a pod can do to the node agent");
+      --budget: what a pod may ask for (docs/running-in-a-cluster.md, "What a pod can do to the node agent");
       --node-label-keys: the Node's labels pods may read (default: its zone and region). Mounts survive a restart through the
       keeper (dapifs-keeper) at SOCKET and the records in DIR (default: keeper.sock and
-      volumes/ beside the CSI socket). README, "Running in a cluster".
+      volumes/ beside the CSI socket). docs/running-in-a-cluster.md.
   dapifs demo [MOUNTPOINT]
       Mount the example pod (examples/dapi-volume.yaml) at MOUNTPOINT (default /tmp/dapifs-demo).
   dapifs help
