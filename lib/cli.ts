@@ -11,13 +11,14 @@ import { readPod, withNode, type Pod } from './volume/pod.js'
 import { project, type Projection } from './volume/projection.js'
 import { serve, type ServeFlags } from './serve.js'
 import { InputError } from './volume/shape.js'
+import { NEWEST, SUPPORTED } from './volume/release.js'
 
 export class UsageError extends InputError {}
 
 const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--context NAME])
                 [--volume NAME] [--items FILE] [--fs-group GID]
                 [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--node-labels KEY=VALUE,...]
-                [--budget items=N,file=BYTES,volume=BYTES]`
+                [--budget items=N,file=BYTES,volume=BYTES] [--kubelet-version 1.MINOR]`
 const USAGE = `usage:
   dapifs mount MOUNTPOINT ${INPUTS}
                 [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify]
@@ -26,6 +27,8 @@ const USAGE = `usage:
       the pod file, or the pod in its cluster.
   dapifs render ${INPUTS}
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
+      --kubelet-version: the kubelet to render and flip as, ${SUPPORTED} (default ${NEWEST.name});
+      docs/exactness.md says what differs between releases.
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
                 [--registration-dir DIR | --no-registration] [--no-extensions]
                 [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--kubelet-dir DIR]
@@ -54,6 +57,7 @@ const INPUT_OPTIONS = {
   'node-labels': { type: 'string' },
   'fs-group': { type: 'string' },
   budget: { type: 'string' },
+  'kubelet-version': { type: 'string' },
 } as const satisfies ParseArgsConfig['options']
 
 const MOUNT_OPTIONS = {
@@ -88,7 +92,7 @@ function parse(args: string[], options: ParseArgsConfig['options'], maxPositiona
 const FLAG_KEYS: [string, keyof InputFlags][] = [
   ['pod-file', 'podFile'], ['pod', 'pod'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['volume', 'volume'],
   ['items', 'items'], ['node-allocatable', 'nodeAllocatable'], ['node-labels', 'nodeLabels'], ['fs-group', 'fsGroup'],
-  ['budget', 'budget'],
+  ['budget', 'budget'], ['kubelet-version', 'kubeletVersion'],
 ]
 
 function inputFlags(v: Values): InputFlags {
