@@ -38,7 +38,9 @@ BASE_DEBIAN=localhost/dapifs-base/debian:bookworm-slim
 BASE_NODE=localhost/dapifs-base/node:20-bookworm-slim
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-bh() { buildah --root "$CACHE/containers/storage" --runroot /run/dapifs-containers --storage-driver overlay "$@"; }
+# buildah's store in the cache; its run state (mounts, locks) in /run, one per store, gone at a reboot.
+RUNROOT=/run/dapifs-containers/$(echo "$CACHE" | sha256sum | cut -c1-12)
+bh() { buildah --root "$CACHE/containers/storage" --runroot "$RUNROOT" --storage-driver overlay "$@"; }
 
 # Made as Docker's debian images are: what their slim variants leave out (their
 # /etc/dpkg/dpkg.cfg.d/docker), and apt's caches and downloaded packages removed after each run
