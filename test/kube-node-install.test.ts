@@ -196,7 +196,8 @@ function leftovers(): string[] {
   for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const [, rest] = l.split(' - ')
     const point = l.split(' ')[4] ?? ''
-    if (rest && /^fuse/.test(rest) && (point.startsWith(KUBELET_DIR + '/') || rest.includes('dapifs'))) left.push(`mount ${point} (${rest})`)
+    // Only the node's: others on this machine may have dapifs mounts of their own elsewhere.
+    if (rest && /^fuse/.test(rest) && point.startsWith(KUBELET_DIR + '/')) left.push(`mount ${point} (${rest})`)
   }
   const volumes = path.join(PLUGIN_DIR, 'volumes')
   if (existsSync(volumes)) for (const f of readdirSync(volumes)) left.push(`record ${path.join(volumes, f)}`)
@@ -206,7 +207,7 @@ function leftovers(): string[] {
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     let cmd = ''
     try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ') } catch { continue }
-    if (cmd.includes('/app/dist/')) left.push(`process ${pid}: ${cmd}`)
+    if (cmd.includes('/app/dist/')) left.push(`process ${pid}: ${cmd}`) // the image's programs
   }
   return left
 }
