@@ -1,12 +1,17 @@
-# The dapifs image: the CSI node driver of examples/kubernetes/ (and every other dapifs command).
+# The dapifs image: the node agent of examples/kubernetes/ (`dapifs csi`), the keeper
+# (/app/dist/dapifs-keeper), and every other dapifs command. docs/running-in-a-cluster.md has how
+# to build it, push it and set it in the manifests:
 #   docker build -t REGISTRY/dapifs:0.1.0 . && docker push REGISTRY/dapifs:0.1.0
-# then set that image in examples/kubernetes/daemonset.yaml (or install.yaml).
+# The two images it starts from are build arguments. Docker Hub's are the defaults; the project's
+# tests build this same file with buildah from two made from Debian's packages (scripts/image.sh).
+ARG NODE_IMAGE=node:20-bookworm-slim
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # Build: npm ci builds the native layer, fuse-native's addon ported to libfuse 3, from its source
 # (lib/native/build.mjs, npm's postinstall) with node-gyp, python3, make and g++, against Node's
 # own headers (/usr/local/include/node) and libfuse3-dev's, found with pkg-config. It goes into
 # node_modules/fuse-native, where fuse-native loads it from.
-FROM node:20-bookworm-slim AS build
+FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ gcc pkg-config libfuse3-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -20,17 +25,22 @@ RUN npm ci --no-audit --no-fund \
 COPY tsconfig.json ./
 COPY types/ types/
 COPY lib/ lib/
-# npm run build also compiles the keeper (lib/keeper/keeper.c) into dist/dapifs-keeper.
+# npm run build also compiles the keeper (lib/keeper/keeper.c) into dist/dapifs-keeper. What the
+# image runs is then node_modules without the dev dependencies, and without what only a developer
+# reads (TypeScript declarations, source maps).
 RUN npm run build \
- && npm prune --omit=dev --no-audit --no-fund
+ && npm prune --omit=dev --no-audit --no-fund \
+ && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete
 
-# Run: libfuse3-3 (the library the addon links) and fuse3 (fusermount). The driver runs as root
-# in a privileged container (examples/kubernetes/daemonset.yaml); the keeper, from the same image,
-# unprivileged (examples/kubernetes/keeper.yaml: /app/dist/dapifs-keeper).
-FROM node:20-bookworm-slim
+# Run: Debian with libfuse3-3 (the library the addon links) and fuse3 (fusermount3, which
+# unmounting calls), and Node's one binary (no npm, no headers, no compilers). The agent runs as
+# root in a privileged container (examples/kubernetes/daemonset.yaml); the keeper, from the same
+# image, unprivileged (examples/kubernetes/keeper.yaml).
+FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libfuse3-3 fuse3 \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=build /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules/ node_modules/

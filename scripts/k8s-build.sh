@@ -1,8 +1,8 @@
 #!/bin/bash
 # Builds the server programs of one Kubernetes release (kubelet, kube-apiserver, kube-scheduler,
-# kube-controller-manager) into the cache, unmodified and version-stamped (`kubelet --version`
-# says the release), once; prints the binaries' paths (CACHE/bin/PROGRAM-RELEASE).
-#   scripts/k8s-build.sh RELEASE [PROGRAM...]          build them (all four by default)
+# kube-controller-manager), or kubectl, into the cache, unmodified and version-stamped
+# (`kubelet --version` says the release), once; prints the binaries' paths (CACHE/bin/PROGRAM-RELEASE).
+#   scripts/k8s-build.sh RELEASE [PROGRAM...]          build them (the four servers by default)
 #   scripts/k8s-build.sh --check RELEASE [PROGRAM...]  print the paths iff all are built, else fail
 # Releases, and where each comes from:
 #   1.20.2  Debian bookworm's source package (scripts/k8s-source.sh: the only tree with vendor/ its
@@ -13,7 +13,9 @@
 #           the matching v0.MINOR.PATCH; its go.sum pins every byte. It is built with the Go of
 #           its toolchain line (GOTOOLCHAIN), with the flags of Kubernetes' own release build
 #           (hack/lib/golang.sh: CGO_ENABLED=0, -trimpath, -tags selinux,notest,grpcnotrace, -s -w).
-#           Modules go to CACHE/gomod, compiled packages to CACHE/gocache-RELEASE.
+#           Modules go to CACHE/gomod, compiled packages to CACHE/gocache-RELEASE. kubectl has a
+#           module of its own, scripts/k8s-modules/RELEASE/kubectl/go.mod, so that it changes
+#           nothing the servers are stamped with; it resolves to the same versions.
 # A binary is rebuilt only when what built it changes: its stamp (BINARY.tags) records the tags,
 # the Go and, for a module build, the hash of go.mod and go.sum.
 # To add a release: copy scripts/k8s-modules/<newest>/go.mod to a new folder, change the versions
@@ -31,7 +33,8 @@ PROGRAMS=("$@")
 [ ${#PROGRAMS[@]} -gt 0 ] || PROGRAMS=(kubelet kube-apiserver kube-scheduler kube-controller-manager)
 for p in "${PROGRAMS[@]}"; do
   case $p in kubelet|kube-apiserver|kube-scheduler|kube-controller-manager) ;;
-    *) echo "$0: unknown program '$p': kubelet, kube-apiserver, kube-scheduler or kube-controller-manager" >&2; exit 2 ;;
+    kubectl) ;;
+    *) echo "$0: unknown program '$p': kubelet, kube-apiserver, kube-scheduler, kube-controller-manager or kubectl" >&2; exit 2 ;;
   esac
 done
 MAJOR=${RELEASE%%.*} MINOR=${RELEASE#*.} && MINOR=${MINOR%%.*}
@@ -56,11 +59,21 @@ else
   [ -n "$GOTOOLCHAIN" ] || { echo "$0: $MOD/go.mod has no toolchain line" >&2; exit 2; }
   export GOTOOLCHAIN
   TAGS=selinux,notest,grpcnotrace
-  STAMP="$TAGS $(cd "$MOD" && "$GO" version 2>/dev/null || echo "no $GOTOOLCHAIN") $(cat "$MOD/go.mod" "$MOD/go.sum" | sha256sum | cut -c1-16)"
+  for p in "${PROGRAMS[@]}"; do
+    [ "$p" != kubectl ] || [ -f "$MOD/kubectl/go.mod" ] || { echo "$0: no module for kubectl $RELEASE: $MOD/kubectl/go.mod" >&2; exit 2; }
+  done
 fi
 
+# The module a program is built in (none for 1.20.2), and what its binary is stamped with.
+mod_of() { if [ -z "${MOD:-}" ]; then echo; elif [ "$1" = kubectl ]; then echo "$MOD/kubectl"; else echo "$MOD"; fi; }
+stamp_of() {
+  if [ -z "${MOD:-}" ]; then echo "$STAMP"; return; fi
+  local m; m=$(mod_of "$1")
+  echo "$TAGS $(cd "$m" && "$GO" version 2>/dev/null || echo "no $GOTOOLCHAIN") $(cat "$m/go.mod" "$m/go.sum" | sha256sum | cut -c1-16)"
+}
+
 bin() { echo "$CACHE/bin/$1-$RELEASE"; }
-built() { [ -x "$(bin "$1")" ] && [ "$(cat "$(bin "$1").tags" 2>/dev/null)" = "$STAMP" ]; }
+built() { [ -x "$(bin "$1")" ] && [ "$(cat "$(bin "$1").tags" 2>/dev/null)" = "$(stamp_of "$1")" ]; }
 
 print_all() { for p in "${PROGRAMS[@]}"; do bin "$p"; done; }
 
@@ -98,12 +111,15 @@ else
   for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $v.gitVersion=v$RELEASE -X $v.gitMajor=$MAJOR -X $v.gitMinor=$MINOR -X $v.gitTreeState=clean"
   done
-  pkgs=(); for p in "${TODO[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$p"); done
-  (cd "$MOD" && "$GO" build -tags "$TAGS" -ldflags "$ld" -o "$OUT/" "${pkgs[@]}" >&2)
+  # One go build per module: the servers together, kubectl in its own.
+  for m in "$MOD" "$MOD/kubectl"; do
+    pkgs=(); for p in "${TODO[@]}"; do [ "$(mod_of "$p")" != "$m" ] || pkgs+=("k8s.io/kubernetes/cmd/$p"); done
+    [ ${#pkgs[@]} -eq 0 ] || (cd "$m" && "$GO" build -tags "$TAGS" -ldflags "$ld" -o "$OUT/" "${pkgs[@]}" >&2)
+  done
 fi
 for p in "${TODO[@]}"; do
   mv "$OUT/$p" "$(bin "$p")"
-  echo "$STAMP" > "$(bin "$p").tags"
+  stamp_of "$p" > "$(bin "$p").tags"
 done
 echo "built Kubernetes $RELEASE ${TODO[*]} in $(( $(date +%s) - t0 )) s" >&2
 print_all

@@ -16,7 +16,9 @@
 # gate turns that on), which a controller manager must serve (the namespaces' `default` accounts,
 # the kube-root-ca.crt ConfigMaps). Without it there is no controller manager, so that plugin is
 # off. DIR/sa.key signs the tokens and DIR/sa.pub checks them; a controller manager signs with
-# DIR/sa.key too.
+# DIR/sa.key too. A node's Service range is 127.0.0.0/24: the `kubernetes` Service's ClusterIP is
+# then 127.0.0.1, the API server's own address, which a hostNetwork pod reaches without a kube-proxy
+# (if the API server's port is the Service's, 443).
 # Needs: golang-go etcd-server etcd-client rsync openssl curl (scripts/setup.sh installs them).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,17 +44,17 @@ start_api() {
   if [ -f "$dir/api.env" ]; then . "$dir/api.env"; else node=${DAPIFS_API_NODE:-}; fi
   bin=$CACHE/bin/kube-apiserver-$release
   if [ "$node" = 1 ]; then
-    flags=(--allow-privileged=true)
+    flags=(--allow-privileged=true --service-cluster-ip-range=127.0.0.0/24)
     [ "$release" != 1.20.2 ] || flags+=(--feature-gates=BoundServiceAccountTokenVolume=true)
   else
-    flags=(--disable-admission-plugins=ServiceAccount)
+    flags=(--disable-admission-plugins=ServiceAccount --service-cluster-ip-range=10.0.0.0/24)
   fi
   "$bin" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
     --endpoint-reconciler-type=none --cert-dir="$dir/certs" --token-auth-file="$dir/tokens.csv" \
     --authorization-mode=AlwaysAllow --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 "${flags[@]}" \
+    "${flags[@]}" \
     --profiling=false --v=1 >>"$dir/apiserver.log" 2>&1 &
   echo $! > "$dir/apiserver.pid"
   wait_for "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$dir/certs/apiserver.crt" -H 'Authorization: Bearer devtoken' ||

@@ -28,8 +28,15 @@
 # Ports (all on 127.0.0.1): DAPIFS_NODE_ETCD_PORT (33790; peer +10), DAPIFS_NODE_API_PORT (36443),
 # DAPIFS_NODE_KUBELET_PORT (30250; healthz -2).
 # The kubelet's root is DIR/kubelet: CSI drivers register in DIR/kubelet/plugins_registry and
-# serve DIR/kubelet/plugins/<driver>/csi.sock. Pods run images localhost/busybox:1.35 (with
-# /bin/inotify-watch) and localhost/pause:3.4 with imagePullPolicy: Never, on node dapifs-node.
+# serve DIR/kubelet/plugins/<driver>/csi.sock. DAPIFS_NODE_KUBELET_DIR=/var/lib/kubelet gives it
+# a cluster's root instead, for manifests written for one (down unmounts what is under it, and
+# removes what the node added to it). Pods run images localhost/busybox:1.35 (with
+# /bin/inotify-watch) and localhost/pause:3.4 with imagePullPolicy: Never, on node dapifs-node;
+# DAPIFS_NODE_IMAGES="A.tar B.tar" imports more (docker-archive or OCI tarballs) as up starts.
+# A pod reaches the API server as in a cluster, with its ServiceAccount's token at the `kubernetes`
+# Service's address, when DAPIFS_NODE_API_PORT=443: the node's Service range is 127.0.0.0/24, so
+# that Service's ClusterIP is 127.0.0.1, where the API server listens, and its port is always 443
+# (no kube-proxy runs to route it anywhere else). Such a pod must be hostNetwork.
 # Both releases run on bookworm's containerd 1.6: it serves CRI v1alpha2, which kubelet 1.20
 # speaks, and CRI v1, which newer kubelets speak (kubelet 1.37 falls back from the RuntimeConfig
 # call containerd 1.x lacks, and says 1.38 will need it). Kubelet 1.37 refuses this machine's
@@ -49,6 +56,7 @@ NODE=dapifs-node
 ETCD_PORT=${DAPIFS_NODE_ETCD_PORT:-33790}
 API_PORT=${DAPIFS_NODE_API_PORT:-36443}
 KUBELET_PORT=${DAPIFS_NODE_KUBELET_PORT:-30250}
+KUBELET_DIR=${DAPIFS_NODE_KUBELET_DIR:-}
 
 # ---------------------------------------------------------------------------------------- build
 
@@ -137,7 +145,7 @@ node_ready() {
 }
 
 write_configs() {
-  mkdir -p "$DIR"/{logs,run,containerd,cni/net.d,cni/bin,kubelet,kubelet-certs,volume-plugins}
+  mkdir -p "$DIR"/{logs,run,containerd,cni/net.d,cni/bin,kubelet-certs,volume-plugins} "$KUBELET_DIR"
   cat > "$DIR/containerd/config.toml" <<T
 version = 2
 root = "$DIR/containerd/root"
@@ -224,7 +232,7 @@ start_kubelet() {
   [ "$RELEASE" != 1.20.2 ] || runtime=(--container-runtime=remote --container-runtime-endpoint="unix://$sock"
     --containerd="$sock" --pod-infra-container-image=localhost/pause:3.4)
   AWS_EC2_METADATA_DISABLED=true ${DAPIFS_NODE_KUBELET_WRAPPER:-} "$(bin kubelet)" --config="$DIR/kubelet-config.yaml" --kubeconfig="$DIR/kubeconfig" \
-    "${runtime[@]}" --root-dir="$DIR/kubelet" --cert-dir="$DIR/kubelet-certs" \
+    "${runtime[@]}" --root-dir="$KUBELET_DIR" --cert-dir="$DIR/kubelet-certs" \
     --hostname-override="$NODE" --node-ip="$NODE_IP" --address=127.0.0.1 --v=2 >> "$DIR/logs/kubelet.log" 2>&1 &
   echo $! > "$DIR/run/kubelet.pid"
   until node_ready "$t_kubelet" > /dev/null 2>&1; do
@@ -278,13 +286,21 @@ up() {
   node_ip=${DAPIFS_NODE_IP:-$(hostname -I | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$' || true)}
   [ -n "$node_ip" ] || { echo "no non-loopback IPv4 address for the kubelet's --node-ip (set DAPIFS_NODE_IP)" >&2; exit 1; }
   NODE_IP=$node_ip
+  for m in ${DAPIFS_NODE_IMAGES:-}; do [ -f "$m" ] || { echo "DAPIFS_NODE_IMAGES: $m: no such file" >&2; exit 2; }; done
   mkdir -p "$DIR"
   DIR=$(cd "$DIR" && pwd)
-  write_configs
-  printf 'RELEASE=%s\nETCD_PORT=%s\nAPI_PORT=%s\nKUBELET_PORT=%s\nNODE_IP=%s\n' "$RELEASE" "$ETCD_PORT" "$API_PORT" "$KUBELET_PORT" "$node_ip" > "$DIR/run/env"
+  KUBELET_DIR=${KUBELET_DIR:-$DIR/kubelet}
+  case $KUBELET_DIR in /*) ;; *) echo "DAPIFS_NODE_KUBELET_DIR must be an absolute path, not '$KUBELET_DIR'" >&2; exit 2 ;; esac
+  if [ "$KUBELET_DIR" != "$DIR/kubelet" ] && findmnt -rn -o TARGET | grep -q "^$KUBELET_DIR/"; then
+    echo "$KUBELET_DIR has mounts below it: another kubelet uses it?" >&2; exit 1
+  fi
   # What down must not remove: pod logs, and the kubelet's fixed directories, from before.
+  mkdir -p "$DIR/run"
   ls /var/log/pods 2>/dev/null > "$DIR/run/podlogs.before" || true
-  for m in /var/log/pods /var/log/containers /var/lib/kubelet; do [ ! -e "$m" ] || echo "$m"; done > "$DIR/run/existed"
+  for m in /var/log/pods /var/log/containers /var/lib/kubelet "$KUBELET_DIR"; do [ ! -e "$m" ] || echo "$m"; done > "$DIR/run/existed"
+  ls -A "$KUBELET_DIR" 2>/dev/null > "$DIR/run/kubelet-dir.before" || true
+  write_configs
+  printf 'RELEASE=%s\nETCD_PORT=%s\nAPI_PORT=%s\nKUBELET_PORT=%s\nNODE_IP=%s\nKUBELET_DIR=%s\n' "$RELEASE" "$ETCD_PORT" "$API_PORT" "$KUBELET_PORT" "$node_ip" "$KUBELET_DIR" > "$DIR/run/env"
 
   # The control plane starts in the background while containerd starts and takes the images.
   ( DAPIFS_K8S=$RELEASE DAPIFS_API_NODE=1 DAPIFS_ETCD_PORT=$ETCD_PORT DAPIFS_API_PORT=$API_PORT "$HERE/kube-apiserver.sh" up "$DIR/cp" > "$DIR/logs/cp-up.log" 2>&1
@@ -299,6 +315,7 @@ up() {
   until_ok 30 containerd $ctr version || { tail -20 "$DIR/logs/containerd.log" >&2; exit 1; }
   $ctr images import "$PAUSE_TAR" > /dev/null
   $ctr images import "$BUSYBOX_TAR" > /dev/null
+  for m in ${DAPIFS_NODE_IMAGES:-}; do $ctr images import "$m" > /dev/null; done
   until_ok 90 "the API server" test -f "$DIR/run/cp.rc"
   [ "$(cat "$DIR/run/cp.rc")" = 0 ] || { cat "$DIR/logs/cp-up.log" >&2; exit 1; }
   cp "$DIR/cp/kubeconfig" "$DIR/kubeconfig"
@@ -327,7 +344,7 @@ our_procs() {
     /sys/fs/cgroup/pids/kubepods/*/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/*/*/cgroup.procs \
     /sys/fs/cgroup/unified/kubepods/cgroup.procs 2>/dev/null || true
   pgrep -f -- "-address $DIR/containerd/containerd.sock( |\$)" || true
-  pgrep -f -- "--root-dir=$DIR/kubelet( |\$)" || true
+  pgrep -f -- "--root-dir=$KUBELET_DIR( |\$)" || true
   pgrep -f -- "--config $DIR/containerd/config.toml( |\$)" || true
 }
 
@@ -336,6 +353,7 @@ down() {
   DIR=$(cd "$DIR" && pwd)
   # shellcheck disable=SC1091
   if [ -f "$DIR/run/env" ]; then . "$DIR/run/env"; fi
+  KUBELET_DIR=${KUBELET_DIR:-$DIR/kubelet}
   local t0 pods ctr sock m p left
   t0=$(now)
   # No controller may make pods again (a DaemonSet's, a ReplicaSet's) while they are deleted.
@@ -352,7 +370,7 @@ down() {
     if [ -n "$pods" ]; then
       for _ in $(seq 300); do
         if [ -z "$(ctr --address "$DIR/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null)" ] &&
-           ! findmnt -rn -o TARGET | grep "^$DIR/kubelet/pods/" > /dev/null; then break; fi
+           ! findmnt -rn -o TARGET | grep "^$KUBELET_DIR/pods/" > /dev/null; then break; fi
         sleep 0.1
       done
     fi
@@ -379,7 +397,7 @@ down() {
     sleep 0.1
   done
   wait "$cp_down" || true
-  findmnt -rn -o TARGET | { grep -E "^$DIR(/|\$)" || true; } | sort -r | while read -r m; do
+  findmnt -rn -o TARGET | { grep -E "^($DIR|$KUBELET_DIR)(/|\$)" || true; } | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" || true
   done
   for m in /sys/fs/cgroup/*/kubepods; do
@@ -395,9 +413,16 @@ down() {
     grep -qxF /var/log/pods "$DIR/run/existed" || rmdir /var/log/pods 2>/dev/null || true
     grep -qxF /var/log/containers "$DIR/run/existed" || rmdir /var/log/containers 2>/dev/null || true
     grep -qxF /var/lib/kubelet "$DIR/run/existed" || rm -rf /var/lib/kubelet # only device-plugins/kubelet.sock
+    # A kubelet directory outside DIR: what the node added to it goes (all of it if it is new).
+    if [ "$KUBELET_DIR" != "$DIR/kubelet" ]; then
+      if ! grep -qxF "$KUBELET_DIR" "$DIR/run/existed"; then rm -rf "$KUBELET_DIR"
+      elif [ -f "$DIR/run/kubelet-dir.before" ]; then
+        for p in $(ls -A "$KUBELET_DIR" 2>/dev/null | grep -vxF -f "$DIR/run/kubelet-dir.before"); do rm -rf "${KUBELET_DIR:?}/$p"; done
+      fi
+    fi
   fi
-  rm -f "$DIR/run/podlogs.before" "$DIR/run/existed"
-  left=$(findmnt -rn -o TARGET | grep -E "^$DIR(/|\$)" || true)
+  rm -f "$DIR/run/podlogs.before" "$DIR/run/existed" "$DIR/run/kubelet-dir.before"
+  left=$(findmnt -rn -o TARGET | grep -E "^($DIR|$KUBELET_DIR)(/|\$)" || true)
   [ -z "$left" ] || { echo "mounts left under $DIR: $left" >&2; return 1; }
   echo "stopped in $(since "$t0") s" >&2
 }
@@ -409,6 +434,7 @@ load_env() {
   [ -f "$DIR/run/env" ] || { echo "no node was started in $DIR (no run/env)" >&2; exit 1; }
   # shellcheck disable=SC1091
   . "$DIR/run/env"
+  KUBELET_DIR=${KUBELET_DIR:-$DIR/kubelet}
 }
 
 kubelet_stop() {

@@ -15,6 +15,7 @@ import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver } from 
 import { BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
 import { startDriver } from './fixtures/csi.js'
 import { run, watchDir } from './fixtures/daemon.js'
+import { SNAPSHOT, comparable, seenIn, snapshots } from './fixtures/snapshot.js'
 
 const NS = 'csi'
 const DRIVER = 'csi.dapifs.dev'
@@ -31,47 +32,9 @@ const ITEMS = [
   { path: 'mem_limit', resourceFieldRef: { containerName: 'c', resource: 'limits.memory' } },
 ]
 
-// One line per entry below the volume's root, sorted: `path mode uid:gid` and then the target of
-// a link or the size and bytes (as hex) of a file. The timestamped directory's name differs
-// between two volumes, so it prints as ..TS.
-const SNAPSHOT = String.raw`
-snap() {
-  cd "$1" && find . | sort | while read -r f; do
-    n=$(echo "$f" | sed -E 's/\.\.[0-9]{4}(_[0-9]{2}){5}\.[0-9]+/..TS/g')
-    own=$(stat -c '%a %u:%g' "$f")
-    if [ -L "$f" ]; then echo "$n $own -> $(readlink "$f" | sed -E 's/\.\.[0-9]{4}(_[0-9]{2}){5}\.[0-9]+/..TS/g')"
-    elif [ -d "$f" ]; then echo "$n/ $own"
-    else echo "$n $own $(stat -c %s "$f") $(od -An -tx1 -v "$f" | tr -d ' \n')"; fi
-  done
-}
-echo "== csi"; snap /csi; echo "== kubelet"; snap /kubelet; echo "== end"
-`
 /** The same snapshot, on the host, of two directories. */
 const hostSnapshot = (csi: string, kubelet: string): string =>
   SNAPSHOT.replace('echo "== csi"; snap /csi; echo "== kubelet"; snap /kubelet', `echo "== csi"; (snap ${JSON.stringify(csi)}); echo "== kubelet"; (snap ${JSON.stringify(kubelet)})`)
-
-const SEEN = /kubernetes\.io\/config\.seen="([^"]*)"/
-
-/**
- * A snapshot line with the file's bytes as text (JSON), and the one value that must differ
- * between two volumes, the time each agent first saw the pod (kubelet-pod.ts), as SEEN.
- */
-function comparable(line: string): string {
-  const m = /^(\S+ \d+ \d+:\d+) \d+ ([0-9a-f]*)$/.exec(line)
-  if (!m) return line
-  return `${m[1]} ${JSON.stringify(Buffer.from(m[2]!, 'hex').toString('utf8').replace(SEEN, 'kubernetes.io/config.seen="SEEN"'))}`
-}
-
-function seenIn(lines: string[]): string | undefined {
-  const annotations = lines.find((l) => l.startsWith('./..TS/annotations '))
-  return annotations && SEEN.exec(Buffer.from(annotations.split(' ').at(-1)!, 'hex').toString('utf8'))?.[1]
-}
-
-function snapshots(log: string): { csi: string[]; kubelet: string[] } {
-  const m = /== csi\n([^]*?)== kubelet\n([^]*?)== end\n/.exec(log)
-  if (!m) throw new Error(`no snapshot in the container's log:\n${log}`)
-  return { csi: m[1]!.split('\n').filter(Boolean), kubelet: m[2]!.split('\n').filter(Boolean) }
-}
 
 const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
 

@@ -14,6 +14,7 @@ import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver, type V
 import { BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
 import { startDriver, startKeeper, type Driver } from './fixtures/csi.js'
 import { run, until } from './fixtures/daemon.js'
+import { describe, oneLine, readerScript, readers as readersOf, secs, waitForReaders as waitForReadersOf, type Readers } from './fixtures/readers.js'
 
 const NS = 'restart'
 const DRIVER = 'csi.dapifs.dev'
@@ -24,97 +25,12 @@ const ITEMS = [
   { path: 'name', fieldRef: { fieldPath: 'metadata.name' } },
 ]
 
-// The container's reader: in a loop, `cat` the labels through the top-level link and through
-// ..data, and `ls` the volume's root (a listing is never cached by FUSE: it always reaches the
-// daemon). A read fails if its command fails or prints something that is not the volume's.
-// Busybox's date has no %N: time comes from /proc/uptime, in centiseconds, read by the shell
-// itself. Output, to stdout:
-//   FAIL <what>: <error>                 each failed read
-//   SLOW <ms> ms at <cs>                 each round of three reads that took 200 ms or more
-//   reads N failed M max P ms last L     once a second; P: the longest round so far; L: the
-//                                        labels as the last good `cat` read them, on one line
-const READER = String.raw`
-tick() { read -r u _ < /proc/uptime; T=${'$'}{u%.*}${'$'}{u#*.}; }
-fail() { f=$((f + 1)); echo "FAIL $1: $(echo $2)"; }
-n=0; f=0; max=0; last=
-tick; next=$((T + 100))
-while :; do
-  tick; b=$T
-  if v=$(cat /csi/labels 2>&1); then
-    case "$v" in *app=*) last=$v ;; *) fail "cat /csi/labels" "unexpected: $v" ;; esac
-  else fail "cat /csi/labels" "$v"; fi
-  if v=$(cat /csi/..data/labels 2>&1); then
-    case "$v" in *app=*) ;; *) fail "cat /csi/..data/labels" "unexpected: $v" ;; esac
-  else fail "cat /csi/..data/labels" "$v"; fi
-  if v=$(ls /csi 2>&1); then
-    case "$v" in *annotations*labels*name*) ;; *) fail "ls /csi" "unexpected: $v" ;; esac
-  else fail "ls /csi" "$v"; fi
-  n=$((n + 3))
-  tick; d=$((T - b))
-  [ $d -le $max ] || max=$d
-  [ $d -lt 20 ] || echo "SLOW ${'$'}{d}0 ms at $b"
-  if [ $T -ge $next ]; then echo "reads $n failed $f max ${'$'}{max}0 ms last $(echo $last)"; next=$((T + 100)); fi
-  sleep 0.02
-done
-`
+const READER = readerScript()
 
-interface Readers {
-  /** Reads so far (three a round), as the last per-second line says. */
-  reads: number
-  failed: number
-  maxMs: number
-  /** The labels the last good read saw, one line, as `echo $last` joins them. */
-  last: string
-  failures: string[]
-  slow: string[]
-  /** Per-second lines so far. */
-  ticks: number
-  /** The longest time between two per-second lines, by containerd's timestamps. */
-  gapMs: number
-  log: string
-}
-
-const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
-/** The labels as the reader prints them on its per-second line. */
-const oneLine = (l: Record<string, string>): string => formatLabels(l).split('\n').join(' ')
-
+const readers = (node: Node, pod: string, restart = 0, uid?: string): Promise<Readers> => readersOf(node, NS, pod, { restart, uid })
+const waitForReaders = (node: Node, pod: string, predicate: (r: Readers) => boolean, ms = 30_000, restart = 0): Promise<Readers> =>
+  waitForReadersOf(node, NS, pod, predicate, ms, { restart })
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`
-
-async function readers(node: Node, pod: string, restart = 0, uid?: string): Promise<Readers> {
-  const lines = (await node.containerLogLines(NS, pod, 'c', { stream: 'stdout', restart, ...(uid ? { uid } : {}) }))
-  const r: Readers = { reads: 0, failed: 0, maxMs: 0, last: '', failures: [], slow: [], ticks: 0, gapMs: 0, log: '' }
-  let prev: number | undefined
-  for (const l of lines) {
-    r.log += l.text + '\n'
-    const m = /^reads (\d+) failed (\d+) max (\d+) ms last (.*)$/.exec(l.text)
-    if (m) {
-      r.reads = Number(m[1]); r.failed = Number(m[2]); r.maxMs = Number(m[3]); r.last = m[4]!
-      r.ticks++
-      const at = Date.parse(l.time)
-      if (prev !== undefined) r.gapMs = Math.max(r.gapMs, at - prev)
-      prev = at
-    } else if (l.text.startsWith('FAIL ')) r.failures.push(l.text)
-    else if (l.text.startsWith('SLOW ')) r.slow.push(l.text)
-  }
-  return r
-}
-
-/** Polls the pod's readers until the predicate holds; throws with their log on timeout. */
-async function waitForReaders(node: Node, pod: string, predicate: (r: Readers) => boolean, ms = 30_000, restart = 0): Promise<Readers> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const r = await readers(node, pod, restart)
-    if (predicate(r)) return r
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for the readers of ${pod}; their output:\n${r.log.split('\n').slice(-30).join('\n')}`)
-    await sleep(200)
-  }
-}
-
-function describe(r: Readers): string {
-  return `${r.reads} reads, ${r.failed} failed; longest round of reads ${r.maxMs} ms; longest time between per-second lines ${secs(r.gapMs)}` +
-    (r.slow.length ? `; slow rounds:\n${r.slow.join('\n')}` : '')
-}
 
 function readerPod(node: Node, name: string, labels: Record<string, string>): V1Pod {
   return {

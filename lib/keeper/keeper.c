@@ -35,6 +35,11 @@
  *     descriptor kept for that lets it accept and close a connection it cannot serve, instead of
  *     finding the same connection pending for ever. At start it raises its own limit to the
  *     hard one.
+ *
+ * SIGTERM (or SIGINT) ends it at once, with its socket removed (if the path is still the one it
+ * bound) and its descriptors closed, as a kill would close them: in a container it is PID 1, for
+ * which a signal without a handler does nothing, so without one a pod's deletion would wait its
+ * whole grace period for the SIGKILL, and leave the socket behind.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -71,6 +76,9 @@ static struct client clients[MAX_CLIENTS];
 static int nclients;
 static double alone_since;
 static int spare = -1; /* held for the moment descriptors run out: see accept_one() */
+static volatile sig_atomic_t stopping; /* the signal that asked it to stop */
+
+static void on_stop(int sig) { stopping = sig; }
 
 /* Log lines whose write would have blocked: the next line that goes says how many. */
 static long dropped_lines;
@@ -328,11 +336,29 @@ int main(int argc, char **argv) {
     return 1;
   }
   umask(old);
+  struct stat bound;
+  if (stat(path, &bound) < 0) bound.st_ino = 0;
+  /* Blocked but while it polls, so that a stop request is seen either before a poll or by it. */
+  struct sigaction sa = { .sa_handler = on_stop };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigset_t stops, polling;
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGTERM);
+  sigaddset(&stops, SIGINT);
+  sigprocmask(SIG_BLOCK, &stops, &polling);
   say("listening on %s; letting go after %gs without an agent", path, abandon);
   if (!isatty(2)) fcntl(2, F_SETFL, fcntl(2, F_GETFL) | O_NONBLOCK); /* a terminal's flags are its shell's too */
 
   alone_since = now();
   for (;;) {
+    if (stopping) {
+      struct stat st;
+      if (bound.st_ino && stat(path, &st) == 0 && st.st_ino == bound.st_ino && st.st_dev == bound.st_dev) unlink(path);
+      say("%s: stopping; letting go of %d descriptors", strsignal(stopping), nkept);
+      return 0;
+    }
     struct pollfd p[MAX_CLIENTS + 1];
     p[0] = (struct pollfd) { lsock, POLLIN, 0 };
     int agents = 0;
@@ -349,7 +375,8 @@ int main(int argc, char **argv) {
     int wait = -1;
     if (!agents && nkept) wait = (int) ((alone_since + abandon - now()) * 1000) + 1;
     if (!agents && nkept && wait < 1) wait = 1;
-    if (poll(p, nclients + 1, wait) < 0 && errno != EINTR) {
+    struct timespec ts = { wait / 1000, (wait % 1000) * 1000000L };
+    if (ppoll(p, nclients + 1, wait < 0 ? NULL : &ts, &polling) < 0 && errno != EINTR) {
       say("poll: %s", strerror(errno));
       return 1;
     }
