@@ -282,13 +282,7 @@ async function install(t: Test, release: string): Promise<void> {
     const snap = snapshots(log)
     t.ok(snap.kubelet.length >= 15, `the kubelet's volume, as the container sees it:\n${snap.kubelet.join('\n')}`)
     const [csi, kubelet] = [snap.csi.map(comparable), snap.kubelet.map(comparable)]
-    if (release === '1.20.2') t.same(csi, kubelet, 'the dapifs volume holds the same entries, modes, owners, links and bytes')
-    else {
-      // Newer kubelets give the symlinks the fsGroup too; dapifs does as kubelet 1.20 does.
-      const groupless = (l: string): string => l.replace(/^(\S+ 777 \d+):\d+ -> /, '$1:G -> ')
-      t.same(csi.map(groupless), kubelet.map(groupless), 'the dapifs volume holds the same entries, modes, owners, links and bytes, but for the links\' group')
-      t.same(csi, kubelet, 'and the links\' group', { todo: `kubelet ${release} gives a volume's links the pod's fsGroup; dapifs gives them root's, as kubelet 1.20 does` })
-    }
+    t.same(csi, kubelet, 'the dapifs volume holds the same entries, modes, owners, links and bytes')
     await node.waitForLog(NS, 'both', 'snap', (l) => l.includes('inotify-watch: watching /csi'), 30_000, { stream: 'stderr' })
     await waitForReaders(node, NS, 'both', (r) => r.ticks >= 1 && r.last === oneLine(labels), 30_000)
 
