@@ -135,8 +135,9 @@ export class PodEvents {
 
 /** The event's text: one line, within MESSAGE_BYTES. */
 export function eventMessage(volume: string, message: string): string {
-  const prefix = `volume ${JSON.stringify(volume)}: `
-  const what = message.startsWith(prefix) ? message.slice(prefix.length) : message
+  // "volume "v": renders ..." and "volume "v", item "x": renders ...": the volume is said once.
+  const named = `volume ${JSON.stringify(volume)}`
+  const what = message.startsWith(`${named}: `) || message.startsWith(`${named}, `) ? message.slice(named.length + 2) : message
   return clip(oneLine(`volume ${JSON.stringify(volume)} was not updated: ${what}; it keeps serving its last good files`), MESSAGE_BYTES)
 }
 

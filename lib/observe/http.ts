@@ -22,12 +22,15 @@ import type { Metrics } from './metrics.js'
 
 export interface Endpoint { host?: string; port: number }
 
-/** `:9810`, `0.0.0.0:9810`, `127.0.0.1:9810`, `[::1]:9810`, `localhost:9810`. */
+/**
+ * `:9810` (every address), `0.0.0.0:9810`, `127.0.0.1:9810`, `[::1]:9810`, `localhost:9810`; port
+ * 0 is any free one (the log says which).
+ */
 export function parseHttpEndpoint(text: string): Endpoint {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]*)):([0-9]{1,5})$/.exec(text)
   const port = m ? Number(m[3]) : NaN
-  if (!m || port < 1 || port > 65535) {
-    throw new InputError('--http-endpoint', `${JSON.stringify(text)} is not ADDR:PORT (a port from 1 to 65535, after an address or none: :9810, 127.0.0.1:9810, [::1]:9810)`)
+  if (!m || port > 65535) {
+    throw new InputError('--http-endpoint', `${JSON.stringify(text)} is not ADDR:PORT (a port up to 65535, after an address or none: :9810, 127.0.0.1:9810, [::1]:9810)`)
   }
   const host = m[1] ?? m[2]
   return host ? { host, port } : { port }
