@@ -84,7 +84,7 @@ export interface PublishRequest {
 export interface VolumesObserver {
   /** A published volume flipped to a new generation. */
   flipped(): void
-  /** A pod's change (or the Node's) reached its volumes: seconds from the watch event to their flips done. */
+  /** A pod's change (or the Node's) reached a volume: seconds from the watch event to its flip done. */
   updated(seconds: number): void
   /** A published volume could not be rendered again (a bad update, over a budget): it keeps its generation. */
   refused(): void
@@ -129,6 +129,11 @@ interface Published {
   missingSince?: number
   /** Its pod's config.seen, from the record of an earlier agent (recover). */
   seen?: string
+  /**
+   * The generation a change of its pod is on its way to, and when the oldest change it carries
+   * came (performance.now()): the time to the flip is observe.updated's.
+   */
+  updating?: { gen: Generation; since: number }
 }
 
 const UNMOUNT_WAIT_MS = 3000
@@ -266,6 +271,11 @@ export class Volumes {
       flipped: (gen) => {
         if (!p || this.byTarget.get(target) !== p) return
         this.opts.observe?.flipped()
+        // Flips coalesce: only the latest generation asked for ends the wait.
+        if (p.updating?.gen === gen) {
+          this.opts.observe?.updated((performance.now() - p.updating.since) / 1000)
+          p.updating = undefined
+        }
         void this.save(p, gen)
       },
       kept: { bytes: this.budget.kept, ms: this.budget.keptFor * 1000, node: this.kept },
@@ -509,7 +519,7 @@ export class Volumes {
 
   /**
    * Renders a pod's volumes again; within its budget, each flips if its files changed. `since`:
-   * when the change came, for the time until its flips are done (observe.updated).
+   * when the change came, for the time until its flip is done (observe.updated).
    */
   private async rerender(uid: string, since: number): Promise<void> {
     const targets = [...this.byUid.get(uid) ?? []]
@@ -539,18 +549,15 @@ export class Volumes {
       for (const p of targets) refuse(p, (e as Error).message, causeOf(e as Error))
       return
     }
-    const flips: Promise<void>[] = []
     for (const [i, r] of rendered.entries()) {
       const p = targets[i]!
       if (this.byTarget.get(p.target) !== p) continue // unpublished meanwhile
       if (r instanceof Error) refuse(p, r.message, causeOf(r))
       else {
         await turn() // rendering was a turn; building its generation is another
-        if (p.daemon.served(r)) flips.push(p.daemon.flipsDone())
+        if (p.daemon.served(r)) p.updating = { gen: p.daemon.latestGeneration!, since: p.updating?.since ?? since }
       }
     }
-    const observe = this.opts.observe
-    if (observe && flips.length > 0) void Promise.all(flips).then(() => observe.updated((performance.now() - since) / 1000))
   }
 
   /** The pod's volumes together (their renderings' sizes) must be within the pod's budget. */

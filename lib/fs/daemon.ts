@@ -182,18 +182,13 @@ export class Daemon implements PodSink, KubeSink {
 
   /**
    * serve(), for a rendering that came in as an update: a problem reported before is over.
-   * Whether it flips (flipsDone() then says when it has).
+   * Whether it flips (to latestGeneration: opts.flipped says when it has).
    */
   served(projection: Projection): boolean {
     const flips = this.serve(projection)
     if (!flips) log('pod read, files unchanged')
     this.lastProblem = undefined
     return flips
-  }
-
-  /** Resolves when no flip is in progress: every one asked for so far is done. */
-  flipsDone(): Promise<void> {
-    return this.flipper.idle()
   }
 
   /** Said once for each cause (the message, unless told), until the next success or another cause. */

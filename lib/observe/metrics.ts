@@ -53,7 +53,7 @@ export class Metrics implements CallObserver, Pick<VolumesObserver, 'flipped' | 
     new Gauge({ name: 'dapifs_volumes', help: 'Volumes served now', registers, collect() { this.set(sources.volumes()) } })
     this.flips = new Counter({ name: 'dapifs_flips_total', help: 'Flips of a published volume to a new generation', registers })
     this.updateSeconds = new Histogram({
-      name: 'dapifs_update_seconds', help: 'From the watch event that changed a pod (or its Node) to its volumes\' flips done',
+      name: 'dapifs_update_seconds', help: 'From the watch event that changed a pod (or its Node) to the flip of each volume it changed',
       buckets: UPDATE_BUCKETS, registers,
     })
     this.renderErrors = new Counter({
