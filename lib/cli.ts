@@ -11,13 +11,14 @@ import { readPod, withNode, type Pod } from './volume/pod.js'
 import { project, type Projection } from './volume/projection.js'
 import { serve, type ServeFlags } from './serve.js'
 import { InputError } from './volume/shape.js'
+import { NEWEST, SUPPORTED } from './volume/release.js'
 
 export class UsageError extends InputError {}
 
 const INPUTS = `(--pod-file FILE | --pod NAMESPACE/NAME [--kubeconfig FILE] [--context NAME])
                 [--volume NAME] [--items FILE] [--fs-group GID]
                 [--node-allocatable cpu=Q,memory=Q,ephemeral-storage=Q] [--node-labels KEY=VALUE,...]
-                [--budget items=N,file=BYTES,volume=BYTES]`
+                [--budget items=N,file=BYTES,volume=BYTES] [--kubelet-version 1.MINOR]`
 const USAGE = `usage:
   dapifs mount MOUNTPOINT ${INPUTS}
                 [--uid UID] [--gid GID] [--no-wait] [--exit-on-delete] [--no-inotify]
@@ -26,6 +27,8 @@ const USAGE = `usage:
       the pod file, or the pod in its cluster.
   dapifs render ${INPUTS}
       Print the files the kubelet would write for the pod's downward API volume, as JSON.
+      --kubelet-version: the kubelet to render and flip as, ${SUPPORTED} (default ${NEWEST.name});
+      docs/exactness.md says what differs between releases.
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
                 [--registration-dir DIR | --no-registration] [--no-extensions]
                 [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--kubelet-dir DIR]
@@ -34,12 +37,12 @@ const USAGE = `usage:
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
       ephemeral inline volume, registered with the kubelet through DIR (default
       plugins_registry in the kubelet's directory, --kubelet-dir, default /var/lib/kubelet).
-      --budget: what a pod may ask for (README, "What a pod can do to the node agent");
+      --budget: what a pod may ask for (docs/running-in-a-cluster.md, "What a pod can do to the node agent");
       --node-label-keys: the Node's labels pods may read (default: its zone and region). Mounts survive a restart through the
       keeper (dapifs-keeper) at SOCKET and the records in DIR (default: keeper.sock and
       volumes/ beside the CSI socket). --http-endpoint: /metrics, /healthz and /livez on
       ADDR:PORT (:9810 for every address); --log-format json: one JSON object a line
-      (docs/observability.md). README, "Running in a cluster".
+      (docs/observability.md). docs/running-in-a-cluster.md.
   dapifs demo [MOUNTPOINT]
       Mount the example pod (examples/dapi-volume.yaml) at MOUNTPOINT (default /tmp/dapifs-demo).
   dapifs help
@@ -57,6 +60,7 @@ const INPUT_OPTIONS = {
   'node-labels': { type: 'string' },
   'fs-group': { type: 'string' },
   budget: { type: 'string' },
+  'kubelet-version': { type: 'string' },
 } as const satisfies ParseArgsConfig['options']
 
 const MOUNT_OPTIONS = {
@@ -91,7 +95,7 @@ function parse(args: string[], options: ParseArgsConfig['options'], maxPositiona
 const FLAG_KEYS: [string, keyof InputFlags][] = [
   ['pod-file', 'podFile'], ['pod', 'pod'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['volume', 'volume'],
   ['items', 'items'], ['node-allocatable', 'nodeAllocatable'], ['node-labels', 'nodeLabels'], ['fs-group', 'fsGroup'],
-  ['budget', 'budget'],
+  ['budget', 'budget'], ['kubelet-version', 'kubeletVersion'],
 ]
 
 function inputFlags(v: Values): InputFlags {

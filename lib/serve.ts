@@ -114,7 +114,7 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
   }
   const gen = daemon.generation!
   const volume = settings.items ? '--items' : volumeOf(pod, settings).name
-  if (!nativeLayer()) say(`fuse-native is its prebuilt libfuse 2 addon: flips happen inside the daemon, unseen by inotify, every read costs the daemon requests, and memory leaks under sustained concurrent reads; run \`node ${nativeBuild}\` (README, "Installing")`)
+  if (!nativeLayer()) say(`fuse-native is its prebuilt libfuse 2 addon: flips happen inside the daemon, unseen by inotify, every read costs the daemon requests, and memory leaks under sustained concurrent reads; run \`node ${nativeBuild}\` (docs/cli.md, "Installing")`)
   say(`ready: serving volume ${JSON.stringify(volume)} of pod ${pod.namespace}/${pod.name} at ${mountpoint} ` +
     `(${gen.name}, ${gen.projection.files.length} files); ${source.describe}`)
   if (!allowOther) say('only this user can read the mount: allow_other needs root or user_allow_other in /etc/fuse.conf')

@@ -11,7 +11,8 @@
  *   reader readlink PATH THREADS SECONDS    readlink(2) in a loop; same first line
  *   reader ls PATH THREADS SECONDS          opendir, readdir to the end, closedir (FUSE caches no
  *       directory listing: each one asks the daemon); same first line
- *   The first line ends with "max_ns N": the longest single operation.
+ *   The first line ends with "max_ns N": the longest single operation. SIGTERM ends the loops
+ *   early, with the same output.
  *   reader until PATH HEX SECONDS
  *       polls PATH every 100 us until its content is the bytes HEX; prints "seen US", the
  *       CLOCK_REALTIME microsecond it first read them; exit 1 on timeout.
@@ -21,6 +22,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +39,10 @@ enum mode { CAT, STAT, READLINK, LS };
 
 static enum mode mode;
 static const char *path;
-static double deadline;
+static volatile double deadline;
+
+/* SIGTERM ends the loops early: the results so far are printed as at the deadline. */
+static void stop_early(int sig) { (void) sig; deadline = 0; }
 static int want_contents;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -163,6 +168,7 @@ int main(int argc, char **argv) {
   struct worker *w = calloc(threads, sizeof *w);
   double start = now();
   deadline = start + seconds;
+  signal(SIGTERM, stop_early);
   for (int i = 0; i < threads; i++) {
     w[i].samples = malloc(sizeof(uint32_t) * MAX_SAMPLES);
     pthread_create(&w[i].thread, NULL, run, &w[i]);

@@ -96,6 +96,37 @@ t.test('without --node-allocatable, this machine stands in for the node', async 
   t.equal(files.mem.content, String(os.totalmem()))
 })
 
+t.test('--kubelet-version: renders as that release\'s kubelet', async (t) => {
+  const pod = file('release-pod.yaml', `apiVersion: v1
+kind: Pod
+metadata: {name: p, annotations: {face: "\\U0001FAE8"}}
+spec:
+  containers: [{name: c, image: x, resources: {limits: {hugepages-2Mi: 4Mi}}}]
+  volumes:
+  - name: v
+    downwardAPI:
+      items:
+      - {path: annotations, fieldRef: {fieldPath: metadata.annotations}}
+`)
+  const huge = file('release-huge.yaml', 'items:\n- {path: huge, resourceFieldRef: {containerName: c, resource: limits.hugepages-2Mi, divisor: 1Mi}}\n')
+  const annotations = (...flags: string[]): string => JSON.parse(dapifs('render', '--pod-file', pod, ...flags).stdout).files.annotations.content
+  t.equal(annotations(), 'face="\u{1FAE8}"', 'the default, 1.37 (Go 1.26, Unicode 15.0): literal')
+  t.equal(annotations('--kubelet-version', 'v1.37.2'), 'face="\u{1FAE8}"')
+  t.equal(annotations('--kubelet-version', '1.20'), 'face="\\U0001fae8"', '1.20 (Go 1.19, Unicode 13): escaped')
+  t.same(JSON.parse(dapifs('render', '--pod-file', pod, '--items', huge).stdout).files.huge, { content: '4', mode: '0644' }, 'hugepages: read on 1.37')
+  const old = dapifs('render', '--pod-file', pod, '--items', huge, '--kubelet-version', '1.21')
+  t.equal(old.code, 2)
+  t.equal(old.stderr, `dapifs: ${huge}: volume "--items", item "huge": resourceFieldRef.resource: Unsupported value: "limits.hugepages-2Mi": supported values: ` +
+    '"limits.cpu", "limits.ephemeral-storage", "limits.memory", "requests.cpu", "requests.ephemeral-storage", "requests.memory" (Kubernetes 1.21; hugepages from 1.22)\n')
+  for (const [v, why] of [['1.19', 'Kubernetes 1.19 is not supported: dapifs renders as the kubelet of 1.20 to 1.37'],
+    ['1.38.0', 'Kubernetes 1.38.0 is not supported: dapifs renders as the kubelet of 1.20 to 1.37, and does not guess what a newer one writes'],
+    ['latest', '"latest" is not a Kubernetes release: give one like 1.37 or v1.37.2 (supported: 1.20 to 1.37)']]) {
+    const r = dapifs('render', '--pod-file', pod, '--kubelet-version', v!)
+    t.equal(r.code, 2, v)
+    t.equal(r.stderr, `dapifs: --kubelet-version: ${why}\n`, v)
+  }
+})
+
 t.test('bad input: one line naming the problem, exit 2, nothing on stdout', async (t) => {
   const pod = file('pod2.yaml', POD)
   const cases: [string[], RegExp][] = [

@@ -69,7 +69,8 @@ async function main(): Promise<void> {
       t.same((await d.call('Identity/GetPluginCapabilities')).res?.capabilities, [], 'no controller service, no topology')
       t.ok(await until(async () => ((await d.call('Identity/Probe')).res?.ready as { value: boolean } | null)?.value === true), 'Probe is ready once the pods are listed')
       t.equal((await d.call('Node/NodeGetInfo')).res?.node_id, NODE, 'node id = the node name')
-      t.same((await d.call('Node/NodeGetCapabilities')).res?.capabilities, [])
+      t.same((await d.call('Node/NodeGetCapabilities')).res?.capabilities, [{ rpc: { type: 'VOLUME_MOUNT_GROUP' }, type: 'rpc' }],
+        'VOLUME_MOUNT_GROUP: the kubelet leaves the fsGroup to the driver')
       for (const m of ['Node/NodeStageVolume', 'Node/NodeUnstageVolume', 'Node/NodeGetVolumeStats', 'Node/NodeExpandVolume']) {
         t.equal((await d.call(m)).code, grpc.status.UNIMPLEMENTED, `${m}: UNIMPLEMENTED`)
       }
@@ -172,6 +173,68 @@ async function main(): Promise<void> {
       const noInfo = await d.call('Node/NodePublishVolume', { ...publishReq(d.target('x', 'bad'), { items: ITEMS }) })
       t.equal(noInfo.code, grpc.status.INVALID_ARGUMENT)
       t.match(noInfo.details, /podInfoOnMount: true/, 'without pod info: says what the CSIDriver object needs')
+    })
+
+    await t.test('the Node\'s kubelet version decides the release; volume_mount_group is applied', async (t) => {
+      const kubelet = async (version: string): Promise<void> => {
+        await k.core.patchNodeStatus({ name: NODE, body: [{ op: 'add', path: '/status/nodeInfo/kubeletVersion', value: version }] })
+      }
+      const grouped = await k.core.createNamespacedPod({ namespace: NS, body: podBody('grouped', { app: 'g' }, { securityContext: { fsGroup: 4321 } }) })
+      const huge = { items: '- path: huge\n  resourceFieldRef: {containerName: main, resource: limits.hugepages-2Mi}\n' }
+      const publishAs = (name: string, attrs: Record<string, string>, mount: Record<string, string> = {}) => {
+        const req = publishReq(d.target(grouped.metadata!.uid!, name), context(grouped, attrs))
+        mkdirSync(path.dirname(req.target_path), { recursive: true })
+        return d.call('Node/NodePublishVolume', { ...req, volume_capability: { ...req.volume_capability, mount } })
+      }
+      const unpublish = async (name: string): Promise<void> => {
+        t.ok((await d.call('Node/NodeUnpublishVolume', { volume_id: 'x', target_path: d.target(grouped.metadata!.uid!, name) })).ok)
+      }
+      /** `name gid` of each top-level link. */
+      const linkGroups = async (target: string): Promise<string[]> => (await run('sh', ['-c', `cd ${JSON.stringify(target)} && for f in ..data *; do [ -L "$f" ] && echo "$f $(stat -c %g "$f")"; done`])).stdout.toString().split('\n').filter(Boolean)
+
+      await kubelet('v1.20.2')
+      let r = await publishAs('huge', huge)
+      const deadline = Date.now() + 10_000
+      while (r.ok && Date.now() < deadline) { // the Node's watch may be behind the patch
+        await unpublish('huge')
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        r = await publishAs('huge', huge)
+      }
+      t.equal(r.code, grpc.status.INVALID_ARGUMENT, 'a 1.20 node: hugepages refused, as its API server refuses them')
+      t.match(r.details, /item "huge": resourceFieldRef\.resource: Unsupported value: "limits\.hugepages-2Mi": supported values: "limits\.cpu", /, r.details ?? "")
+      t.ok((await publishAs('old', { items: ITEMS })).ok, 'a 1.20 node: publish')
+      t.same(await linkGroups(d.target(grouped.metadata!.uid!, 'old')), ['..data 0', 'annotations 0', 'cpu_limit 0', 'labels 0', 'mem_request 0', 'name 0', 'nested 0'],
+        'a 1.20 node: the first write\'s links stay root\'s')
+      await unpublish('old')
+
+      await kubelet('v1.19.16')
+      await until(async () => (await publishAs('older', { items: ITEMS })).code === grpc.status.FAILED_PRECONDITION)
+      r = await publishAs('older', { items: ITEMS })
+      t.equal(r.code, grpc.status.FAILED_PRECONDITION, 'a 1.19 node: FAILED_PRECONDITION')
+      t.equal(r.details, 'node node-1: kubelet: Kubernetes v1.19.16 is not supported: dapifs renders as the kubelet of 1.20 to 1.37')
+      t.notOk(mounted(d.target(grouped.metadata!.uid!, 'older')), 'nothing mounted')
+
+      await kubelet('v1.37.2')
+      await until(async () => {
+        const ok = (await publishAs('huge', huge)).ok
+        if (ok) await unpublish('huge')
+        return ok
+      })
+      r = await publishAs('new', { items: ITEMS }, { volume_mount_group: '4321' })
+      t.ok(r.ok, r.details ?? 'a 1.37 node: publish with volume_mount_group')
+      const target = d.target(grouped.metadata!.uid!, 'new')
+      t.same(await linkGroups(target), ['..data 4321', 'annotations 4321', 'cpu_limit 4321', 'labels 4321', 'mem_request 4321', 'name 4321', 'nested 4321'],
+        'a 1.37 node: every link has the fsGroup')
+      t.equal((await run('stat', ['-L', '-c', '%a %g', path.join(target, 'name')])).stdout.toString().trim(), '644 4321', 'files: the fsGroup, and 0440 added')
+      await unpublish('new')
+      r = await publishAs('other', { items: ITEMS }, { volume_mount_group: '1000' })
+      t.equal(r.code, grpc.status.INVALID_ARGUMENT)
+      t.equal(r.details, 'volume_capability.mount.volume_mount_group: 1000 is not the fsGroup of pod shop/grouped (4321)')
+      r = await publishAs('other', { items: ITEMS }, { volume_mount_group: 'wheel' })
+      t.equal(r.code, grpc.status.INVALID_ARGUMENT)
+      t.equal(r.details, 'volume_capability.mount.volume_mount_group: "wheel" is not a numeric group id from 0 to 4294967294')
+      t.notOk(mounted(d.target(grouped.metadata!.uid!, 'other')), 'nothing mounted')
+      await k.core.deleteNamespacedPod({ namespace: NS, name: 'grouped', gracePeriodSeconds: 0 })
     })
 
     await t.test('a pod the API server does not know: waited for, then UNAVAILABLE; a publish before the pods are listed waits', async (t) => {

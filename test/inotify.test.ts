@@ -58,6 +58,43 @@ t.test('inotifywait sees the atomic writer\'s events for every flip', async (t) 
   t.equal((await run('cat', [path.join(d.mnt, 'podname')])).stdout.toString(), 'web')
 })
 
+t.test('on a 1.20 kubelet a new top-level link comes before ..data_tmp (--kubelet-version 1.20)', async (t) => {
+  const podFile = scratchPod(t, pod({ v: '0' }))
+  const d = await startDaemon(t, ['--pod-file', podFile, '--kubelet-version', '1.20'])
+  const w = watcher(t, 'inotifywait', ['-m', '--format', '%e %f', d.mnt])
+  await w.ready
+  await flip(d, podFile, pod({ v: '1' }))
+  await flip(d, podFile, pod({ v: '2' }, true)) // namespace goes, podname comes
+  await new Promise((r) => setTimeout(r, 300))
+  const events = w.lines.filter((l) => !/ISDIR|^OPEN|^ACCESS|^CLOSE/.test(l))
+  const flipEvents = ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data']
+  t.same(events, [...flipEvents, 'CREATE podname', ...flipEvents, 'DELETE namespace'],
+    'the atomic writer of 1.20: new links, then ..data_tmp and the rename, then the links that went')
+  t.equal((await run('cat', [path.join(d.mnt, 'podname')])).stdout.toString(), 'web')
+})
+
+/** `name gid` for each top-level entry but the generation's directory, sorted. */
+async function linkGroups(mnt: string): Promise<string[]> {
+  const r = await run('sh', ['-c', `cd ${JSON.stringify(mnt)} && for f in ..data * .*; do [ -L "$f" ] && echo "$f $(stat -c %g "$f")"; done | sort -u`])
+  return r.stdout.toString().split('\n').filter(Boolean)
+}
+
+t.test('the fsGroup of the links follows the release', async (t) => {
+  for (const [release, first, later] of [
+    // 1.21 on: SetVolumeOwnership Lchowns the links too.
+    ['1.37', ['..data 4321', 'labels 4321', 'namespace 4321'], ['..data 4321', 'labels 4321', 'podname 4321']],
+    // 1.20: the first write's links stay root's; links made later, in the setgid root, take its group.
+    ['1.20', ['..data 0', 'labels 0', 'namespace 0'], ['..data 4321', 'labels 0', 'podname 4321']],
+  ] as const) {
+    const podFile = scratchPod(t, pod({ v: '0' }))
+    const d = await startDaemon(t, ['--pod-file', podFile, '--fs-group', '4321', '--kubelet-version', release])
+    t.same(await linkGroups(d.mnt), first, `${release}: after the first write`)
+    await flip(d, podFile, pod({ v: '1' }, true))
+    t.same(await linkGroups(d.mnt), later, `${release}: after a flip that adds a name`)
+    await d.stop()
+  }
+})
+
 t.test('a Node fs.watch in another process fires on each change', async (t) => {
   const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile])

@@ -37,7 +37,7 @@ export interface CsiFlags {
   context?: string
   registrationDir?: string
   noRegistration?: boolean
-  /** Refuse the extensions (README, Extensions): --no-extensions. */
+  /** Refuse the extensions (docs/extensions.md): --no-extensions. */
   noExtensions?: boolean
   /** The keeper's socket (default: keeper.sock beside the CSI socket). */
   keeper?: string
@@ -118,7 +118,7 @@ async function run(flags: CsiFlags): Promise<number> {
   if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const nodeName = flags.nodeName
 
-  // fuse-native's prebuilt addon (the fallback: README, Installing) can neither hand a mount over
+  // fuse-native's prebuilt addon (the fallback: docs/cli.md, Installing) can neither hand a mount over
   // nor take one.
   const handOver = nativeLayer()
   if (!handOver && !flags.noKeeper) say('fuse-native\'s prebuilt libfuse 2 addon is in use: no keeper, so volumes end with this process (build the native layer: node lib/native/build.mjs)', { level: 'warning' })

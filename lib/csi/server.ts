@@ -116,7 +116,9 @@ export class CsiServer {
     })
     this.server.addService(Node.service, {
       NodeGetInfo: unary(async () => ({ node_id: info.nodeName, max_volumes_per_node: '0' }), 'NodeGetInfo'),
-      NodeGetCapabilities: unary(async () => ({ capabilities: [] }), 'NodeGetCapabilities'),
+      // VOLUME_MOUNT_GROUP: the kubelet (1.26 on) sends the pod's fsGroup as volume_mount_group and
+      // leaves ownership to the driver, whatever the CSIDriver's fsGroupPolicy (volumes.ts, publish).
+      NodeGetCapabilities: unary(async () => ({ capabilities: [{ rpc: { type: 'VOLUME_MOUNT_GROUP' } }] }), 'NodeGetCapabilities'),
       NodePublishVolume: unary(async (req: PublishRequest, deadline) => { await volumes.publish(req, deadline); return {} }, 'NodePublishVolume',
         observe && ((code, seconds) => observe.answered('publish', code, seconds))),
       NodeUnpublishVolume: unary(async (req: { volume_id: string; target_path: string }) => {

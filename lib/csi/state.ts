@@ -7,6 +7,8 @@
 //     volumeContext       the publish call's volume_context: the items and the pod's identity
 //     seen                when the agent first saw the pod (its kubernetes.io/config.seen), kept
 //                         so that a restart does not change the annotations a volume shows
+//     kubelet             the kubelet release the volume renders as ("1.37": release.ts), kept so
+//                         that the next agent, before it knows the Node, goes on as that kubelet
 //     generation          the generation the mount serves: its name, and each file's path, mode,
 //                         size and the SHA-256 of its bytes
 //   <key>/<sha256>    the bytes, one file per distinct content: written once, when a generation
@@ -34,6 +36,8 @@ export interface VolumeRecord {
   target: string
   volumeContext: Record<string, string>
   seen?: string
+  /** The kubelet release the volume renders as (KubeletRelease.name). */
+  kubelet?: string
   generation: Generation
 }
 
@@ -83,7 +87,7 @@ export class VolumeStore {
       written.add(h)
     }
     const generation: StoredGeneration = { name: g.name, createdMs: g.createdMs, ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}), files }
-    const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, generation })
+    const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, kubelet: r.kubelet, generation })
     const file = path.join(this.dir, `${key}.json`)
     await writeFile(`${file}.tmp`, text, { mode: 0o600 })
     await rename(`${file}.tmp`, file)
@@ -123,7 +127,7 @@ export class VolumeStore {
   }
 
   private async parse(text: string, blobs: string): Promise<VolumeRecord> {
-    const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; generation?: unknown }
+    const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; kubelet?: unknown; generation?: unknown }
     if (o.version !== VERSION && o.version !== 1) throw new Error(`version ${String(o.version)}, expected ${VERSION} (or 1)`)
     const g = o.generation as { name?: unknown; createdMs?: unknown; gid?: unknown; files?: unknown } | undefined
     if (typeof o.volumeId !== 'string' || typeof o.target !== 'string' || !isStringMap(o.volumeContext) ||
@@ -139,6 +143,7 @@ export class VolumeStore {
       target: o.target,
       volumeContext: o.volumeContext,
       ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
+      ...(typeof o.kubelet === 'string' ? { kubelet: o.kubelet } : {}),
       generation: { name: g.name, createdMs: g.createdMs, projection: { files, ...(g.gid !== undefined ? { gid: g.gid as number } : {}) } },
     }
   }

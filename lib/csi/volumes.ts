@@ -51,6 +51,7 @@ import { DEFAULT_NODE_LABEL_KEYS, nodeLabelKeyOf, nodeViewFor, type NodeLabelKey
 import { withNode, type NodeView, type Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
 import type { NodeSource } from '../source/node.js'
+import { NEWEST, parseRelease, type KubeletRelease } from '../volume/release.js'
 import { checkGeneration, type Generation } from '../volume/generation.js'
 import type { Projection } from '../volume/projection.js'
 import { ITEMS_WHERE, checkVolumeContext, readVolumeContext, volumeNameOf, volumeRequest, type PodRef, type VolumeRequest } from './attributes.js'
@@ -74,7 +75,7 @@ export interface PublishRequest {
   volume_id: string
   target_path: string
   volume_context: Record<string, string>
-  volume_capability?: { block?: unknown; mount?: unknown } | null
+  volume_capability?: { block?: unknown; mount?: { volume_mount_group?: string } | null } | null
 }
 
 /**
@@ -129,6 +130,8 @@ interface Published {
   missingSince?: number
   /** Its pod's config.seen, from the record of an earlier agent (recover). */
   seen?: string
+  /** The kubelet it renders and flips as. */
+  release: KubeletRelease
   /**
    * The generation a change of its pod is on its way to, and when the oldest change it carries
    * came (performance.now()): the time to the flip is observe.updated's.
@@ -167,6 +170,7 @@ export class Volumes {
   private readonly parser = new AttributeParser()
   /** The Node as pods may see it, for the source's latest Node. */
   private nodeSeen: { of: NodeView; view: NodeView } | undefined
+  private saidNoVersion = false
 
   constructor(private readonly opts: VolumesOptions) {
     this.budget = opts.budget ?? DEFAULT_AGENT_BUDGET
@@ -220,6 +224,7 @@ export class Volumes {
     if (!req.volume_capability) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: is required')
     if (req.volume_capability.block) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: dapifs volumes are filesystems, not block devices')
     const target = this.checkTarget(req.target_path)
+    const mountGroup = volumeMountGroup(req)
     const ctx = req.volume_context ?? {}
     let texts: { items: string }
     try {
@@ -250,20 +255,43 @@ export class Volumes {
           throw new CsiError('INVALID_ARGUMENT', overBudget(`pod ${podName(request.pod)}`, 'would have', others + 1, this.budget.podVolumes, 'pod-volumes', 'volumes').message)
         }
         const pod = await this.podFor(request.pod, deadline, abort.signal)
-        await this.mount(req.volume_id, target, ctx, request, pod)
+        if (mountGroup !== undefined && pod.fsGroup !== undefined && pod.fsGroup !== mountGroup) {
+          throw new CsiError('INVALID_ARGUMENT', `volume_capability.mount.volume_mount_group: ${mountGroup} is not the fsGroup of pod ${podName(request.pod)} (${pod.fsGroup})`)
+        }
+        await this.mount(req.volume_id, target, ctx, request, pod, this.kubeletRelease(), mountGroup)
       } finally {
         if (this.waiting.get(target) === abort) this.waiting.delete(target)
       }
     })
   }
 
-  private published(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, adoptFd?: number): Published {
+  /**
+   * The kubelet a volume published now renders and flips as: the Node's (its
+   * status.nodeInfo.kubeletVersion), or the newest supported while the Node is not known. A
+   * release outside the supported range is refused: nothing says how its kubelet writes.
+   */
+  private kubeletRelease(): KubeletRelease {
+    const version = this.followed?.kubeletVersion
+    if (version === undefined) {
+      if (!this.saidNoVersion) this.opts.say(`node ${this.followed?.nodeName ?? ''}: its kubelet's version is not known (yet): volumes render as Kubernetes ${NEWEST.name}'s kubelet`, { level: 'warning' })
+      this.saidNoVersion = true
+      return NEWEST
+    }
+    this.saidNoVersion = false
+    try {
+      return parseRelease(version, `node ${this.source.nodeName}: kubelet`)
+    } catch (e) {
+      throw new CsiError('FAILED_PRECONDITION', (e as Error).message)
+    }
+  }
+
+  private published(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, release: KubeletRelease, adoptFd?: number, fsGroup?: number): Published {
     const who = `pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)}`
     const about = fieldsOf(request, target)
     let p: Published | undefined
     const daemon = new Daemon({
       mountpoint: target,
-      settings: { items: request.volume, allocatable: this.fallback, budget: this.budget },
+      settings: { items: request.volume, allocatable: this.fallback, budget: this.budget, release, ...(fsGroup !== undefined ? { fsGroup } : {}) },
       say: (line, fields) => this.opts.say(`${who}: ${line}`, { ...fields, ...about }),
       reported: (message, cause) => this.opts.observe?.reported(request.pod, request.volume.name, message, cause),
       allowOther: this.opts.allowOther,
@@ -281,11 +309,11 @@ export class Volumes {
       kept: { bytes: this.budget.kept, ms: this.budget.keptFor * 1000, node: this.kept },
       ...(adoptFd !== undefined ? { adoptFd } : {}),
     })
-    return (p = { volumeId, target, volumeContext, request, daemon, saved: Promise.resolve() })
+    return (p = { volumeId, target, volumeContext, request, daemon, saved: Promise.resolve(), release })
   }
 
-  private async mount(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, pod: Pod): Promise<void> {
-    const p = this.published(volumeId, target, volumeContext, request)
+  private async mount(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, pod: Pod, release: KubeletRelease, fsGroup?: number): Promise<void> {
+    const p = this.published(volumeId, target, volumeContext, request, release, undefined, fsGroup)
     const { daemon } = p
     try {
       const projection = daemon.render(withNode(pod, this.node), this.source.allocatable)
@@ -331,7 +359,7 @@ export class Volumes {
     const store = this.opts.store
     if (!store) return Promise.resolve()
     p.seen = this.followed?.seenAt(p.request.pod.uid) ?? p.seen
-    const record: VolumeRecord = { volumeId: p.volumeId, target: p.target, volumeContext: p.volumeContext, ...(p.seen ? { seen: p.seen } : {}), generation }
+    const record: VolumeRecord = { volumeId: p.volumeId, target: p.target, volumeContext: p.volumeContext, ...(p.seen ? { seen: p.seen } : {}), kubelet: p.release.name, generation }
     p.saved = p.saved.then(() => store.save(record)).catch((e: Error) => this.opts.say(`${p.target}: cannot record its volume in ${store.dir}: ${e.message}`, { level: 'error', ...fieldsOf(p.request, p.target) }))
     return p.saved
   }
@@ -366,7 +394,7 @@ export class Volumes {
         await this.forget(r.target, fd)
         continue
       }
-      const p = this.published(r.volumeId, r.target, r.volumeContext, request, fd)
+      const p = this.published(r.volumeId, r.target, r.volumeContext, request, recordedRelease(r.kubelet), fd)
       if (r.seen) p.seen = r.seen
       try {
         p.daemon.restore(r.generation)
@@ -675,4 +703,28 @@ async function stopWithin(daemon: Daemon, ms: number): Promise<void> {
     new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) }),
   ])
   clearTimeout(timer)
+}
+
+/** The release a record names (records from before releases were recorded: the newest). */
+function recordedRelease(name: string | undefined): KubeletRelease {
+  try {
+    return name === undefined ? NEWEST : parseRelease(name, 'record')
+  } catch {
+    return NEWEST
+  }
+}
+
+/**
+ * The group the kubelet asks the volume to have (volume_capability.mount.volume_mount_group), if
+ * it asks: a kubelet of 1.26 or later does, with the pod's fsGroup, because this driver advertises
+ * VOLUME_MOUNT_GROUP; it then leaves ownership to the driver. dapifs applies it as the kubelet
+ * applies an fsGroup to a downwardAPI volume (tree.ts). Without it (1.20 never sends it), the
+ * pod's own spec.securityContext.fsGroup, read from the API server, is applied: the same value.
+ */
+function volumeMountGroup(req: PublishRequest): number | undefined {
+  const text = req.volume_capability?.mount?.volume_mount_group
+  if (text === undefined || text === '') return undefined
+  const n = /^[0-9]{1,10}$/.test(text) ? Number(text) : NaN
+  if (!(n <= 0xfffffffe)) throw new CsiError('INVALID_ARGUMENT', `volume_capability.mount.volume_mount_group: ${JSON.stringify(text)} is not a numeric group id from 0 to 4294967294`)
+  return n
 }

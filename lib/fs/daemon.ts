@@ -23,6 +23,7 @@ import type { PodSink } from '../source/file.js'
 import type { KubeSink } from '../source/kube.js'
 import { Tree } from './tree.js'
 import type { Say } from '../logline.js'
+import { NEWEST } from '../volume/release.js'
 
 const log = createDebug('dapifs:daemon')
 const logMemory = createDebug('dapifs:memory')
@@ -63,7 +64,8 @@ export class Daemon implements PodSink, KubeSink {
     if (opts.uid !== undefined) treeOpts.uid = opts.uid
     if (opts.gid !== undefined) treeOpts.gid = opts.gid
     const kept = opts.kept ? { keptBytes: opts.kept.bytes, keptMs: opts.kept.ms, ...(opts.kept.node ? { node: opts.kept.node } : {}) } : {}
-    this.tree = new Tree({ ...treeOpts, ...kept, dropped: (name) => this.mount.forgetEntry(name) })
+    const release = opts.settings.release ?? NEWEST
+    this.tree = new Tree({ ...treeOpts, ...kept, linksTakeFsGroup: release.linksTakeFsGroup, dropped: (name) => this.mount.forgetEntry(name) })
     let shown: Generation | undefined
     this.flipper = new Flipper(this.tree, opts.mountpoint, {
       flipped: (gen) => {
@@ -81,6 +83,7 @@ export class Daemon implements PodSink, KubeSink {
     // With fuse-native's prebuilt libfuse 2 addon, a rename over ..data fails readers (ENOENT):
     // flips then happen inside the daemon, unseen by inotify (serve.ts says so).
     if (opts.noInotify || !nativeLayer()) this.flipper.vfs = false
+    this.flipper.linksAfterRename = release.linksAfterRename
     this.mount = new Mount(opts.mountpoint, this.tree, { ...opts, accept: (m) => this.flipper.accept(m) })
   }
 
@@ -99,6 +102,7 @@ export class Daemon implements PodSink, KubeSink {
       allocatable: allocatable ?? settings.allocatable,
       ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}),
       ...(settings.budget ? { budget: settings.budget } : {}),
+      ...(settings.release ? { release: settings.release } : {}),
     }
     return project(pod.node ? pod : withNode(pod, settings.node), volumeOf(pod, settings), opts)
   }

@@ -12,6 +12,12 @@
 //   4. symlink(..data/<name>, MOUNT/<name>) for each new top-level name   -> CREATE <name>
 //      unlink(MOUNT/<name>) for each top-level name no longer wanted      -> DELETE <name>
 //
+// That is the order of Kubernetes 1.23 and later. Up to 1.22 the writer makes the new top-level
+// links first, before ..data_tmp (each points into the old ..data for an instant, where its name
+// is not yet: kubernetes/kubernetes#93686, fixed by #97642), so there the CREATE of a new name
+// comes before CREATE ..data_tmp; the unlinks still come last. The release decides (release.ts,
+// linksAfterRename).
+//
 // Each call is asynchronous (fs/promises): the request comes back to this process's FUSE
 // handlers while the call waits on a libuv thread. A synchronous call would deadlock. The
 // handlers accept exactly the one operation pending here (same op, same paths, same target)
@@ -75,6 +81,8 @@ export class Flipper {
   live = false
   /** false: every flip happens in the daemon (--no-inotify). */
   vfs = true
+  /** false: new top-level links are made before ..data_tmp, as Kubernetes up to 1.22 does. */
+  linksAfterRename = true
 
   constructor(private readonly tree: Tree, private readonly mountpoint: string, private readonly opts: FlipperOptions) {}
 
@@ -163,6 +171,10 @@ export class Flipper {
     tree.stage(gen)
     // The kernel may hold the new directory's name as absent, if a reader guessed it: it must not.
     await this.opts.invalidate([gen.name])
+    if (!this.linksAfterRename && !(await this.addLinks(tree.wantedLinks(gen)))) {
+      this.opts.flipped(gen)
+      return
+    }
     try {
       await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
         () => symlink(gen.name, this.at('..data_tmp')))
@@ -177,6 +189,23 @@ export class Flipper {
       return
     }
     const wanted = tree.wantedLinks()
+    if (await this.addLinks(wanted)) {
+      try {
+        for (const name of tree.linkNames()) {
+          if (wanted.has(name)) continue
+          await this.step({ op: 'unlink', path: `/${name}` }, () => tree.removeLink(name), () => unlink(this.at(name)))
+        }
+      } catch (e) {
+        await this.linksInDaemon(e)
+      }
+    }
+    tree.finishWrite()
+    this.opts.flipped(gen)
+  }
+
+  /** Makes the wanted top-level links that are missing; false if that failed and the flip was finished in the daemon. */
+  private async addLinks(wanted: Set<string>): Promise<boolean> {
+    const { tree } = this
     const have = tree.linkNames()
     try {
       for (const name of wanted) {
@@ -184,16 +213,29 @@ export class Flipper {
         await this.step({ op: 'symlink', target: `..data/${name}`, path: `/${name}` }, () => tree.addLink(name),
           () => symlink(`..data/${name}`, this.at(name)))
       }
-      for (const name of have) {
-        if (wanted.has(name)) continue
-        await this.step({ op: 'unlink', path: `/${name}` }, () => tree.removeLink(name), () => unlink(this.at(name)))
-      }
+      return true
     } catch (e) {
-      const before = tree.linkNames()
-      tree.syncLinks()
-      await this.syncedLinks(before)
-      this.opts.fellBack(`a top-level link change through the VFS failed (${why(e)}); made inside the daemon`)
+      await this.linksInDaemon(e)
+      return false
     }
-    this.opts.flipped(gen)
+  }
+
+  /**
+   * A top-level link step failed: the rest of the flip is made inside the daemon (the staged
+   * generation, if any, committed first), and the kernel told.
+   */
+  private async linksInDaemon(e: unknown): Promise<void> {
+    const { tree } = this
+    const before = tree.linkNames()
+    const staged = tree.stagedGeneration
+    if (staged) {
+      await this.opts.invalidate([staged.name])
+      tree.setTmp(undefined)
+      tree.commit()
+    }
+    tree.syncLinks()
+    tree.finishWrite()
+    await this.syncedLinks(before, staged ? ['..data_tmp'] : [])
+    this.opts.fellBack(`a top-level link change through the VFS failed (${why(e)}); made inside the daemon`)
   }
 }

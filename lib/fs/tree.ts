@@ -20,7 +20,11 @@
 // Ownership follows the kubelet: everything is owned by `uid`/`gid` (root by default); with
 // an fsGroup, the group of the root, the directories and the files is the fsGroup and
 // directories are setgid (SetVolumeOwnership: files `| 0440`, done in projection.ts; directories
-// `| 02550`). SetVolumeOwnership skips symlinks, so links keep `gid` (seen on kubelet 1.20.2).
+// `| 02550`). The links depend on the release (release.ts, linksTakeFsGroup). From 1.21 the
+// kubelet Lchowns them too, so every link has the fsGroup. On 1.20 SetVolumeOwnership skips
+// symlinks and runs after the first write: that write's links keep `gid` (seen on kubelet
+// 1.20.2), and a link made by a later write, in the by-then setgid root, takes the fsGroup from
+// it, as any new entry of a setgid directory does (..data at every flip, a new top-level name).
 
 import crypto, { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
@@ -64,6 +68,11 @@ export interface TreeOptions {
   node?: KeptBytes
   /** Called when a generation's directory can no longer be looked up. */
   dropped?: (name: string) => void
+  /**
+   * Whether every link has the fsGroup (Kubernetes 1.21 on, the default), or only those made
+   * after the first write (1.20): release.ts, linksTakeFsGroup.
+   */
+  linksTakeFsGroup?: boolean
 }
 
 export const DEFAULT_KEPT_MS = 5 * 60_000
@@ -147,10 +156,14 @@ export class Tree implements KeptHolder {
   private readonly keptBytes: number
   private readonly node: KeptBytes | undefined
   private readonly leaveNode: () => void
+  private readonly linksTakeFsGroup: boolean
+  /** Whether a write has completed: the kubelet's SetVolumeOwnership has made the root setgid. */
+  private written = false
 
   constructor(opts: TreeOptions = {}) {
     this.uid = opts.uid ?? 0
     this.gid = opts.gid ?? 0
+    this.linksTakeFsGroup = opts.linksTakeFsGroup ?? true
     this.retained = new LRUCache<string, Built>({
       max: opts.retainMax ?? 64,
       ttl: opts.retainMs ?? 5_000,
@@ -203,6 +216,11 @@ export class Tree implements KeptHolder {
     return this.current?.gen
   }
 
+  /** The generation staged and not yet current, if any. */
+  get stagedGeneration(): Generation | undefined {
+    return this.staged?.gen
+  }
+
   private inUse(name: string): boolean {
     return this.current?.gen.name === name || this.staged?.gen.name === name
   }
@@ -212,9 +230,14 @@ export class Tree implements KeptHolder {
     return this.inUse(name) || this.retained.has(name)
   }
 
-  /** The top-level link names the current generation's items need. */
-  wantedLinks(): Set<string> {
-    return new Set(this.current?.gen.projection.files.map((f) => f.path.split('/')[0]!))
+  /** The top-level link names a generation's items need: the current one's, or the one given. */
+  wantedLinks(gen: Generation | undefined = this.current?.gen): Set<string> {
+    return new Set(gen?.projection.files.map((f) => f.path.split('/')[0]!))
+  }
+
+  /** A write (a flip, with its links) is complete: links made from now on are made in a setgid root. */
+  finishWrite(): void {
+    this.written = true
   }
 
   linkNames(): string[] {
@@ -270,6 +293,7 @@ export class Tree implements KeptHolder {
     this.setTmp(undefined, now)
     this.commit(now)
     this.syncLinks(now)
+    this.finishWrite()
   }
 
   /** Adds and removes top-level links, inside the daemon, to match the current generation. */
@@ -281,7 +305,9 @@ export class Tree implements KeptHolder {
   }
 
   private link(target: string, now: number): Node {
-    return { kind: 'link', stat: stat(inoOf(`-> ${target}`), S_IFLNK | 0o777, this.uid, this.gid, Buffer.byteLength(target), 1, now), target }
+    const fsGroup = (this.current ?? this.staged)?.gen.projection.gid
+    const gid = fsGroup !== undefined && (this.linksTakeFsGroup || this.written) ? fsGroup : this.gid
+    return { kind: 'link', stat: stat(inoOf(`-> ${target}`), S_IFLNK | 0o777, this.uid, gid, Buffer.byteLength(target), 1, now), target }
   }
 
   private rebuildRoot(now: number): void {

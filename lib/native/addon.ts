@@ -4,7 +4,7 @@
 // fuse-native's own build/Release to the prebuilds it ships. build.mjs (npm's postinstall) puts
 // ours there: fuse-native's addon ported to libfuse 3's low-level API (fuse-native.c). When that
 // build failed, what loads is fuse-native's prebuilt libfuse 2 addon, and dapifs runs degraded
-// (README, "Installing"). Loading it here the same way (the same loader, from the same folder)
+// (docs/cli.md, "Installing"). Loading it here the same way (the same loader, from the same folder)
 // gives the same module: the one fuse-native's JS drives.
 
 import { createRequire } from 'node:module'

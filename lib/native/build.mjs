@@ -14,7 +14,7 @@
 // 3. Check that it loads from there and is ours (it exports dapifs_native).
 //
 // Anything failing leaves fuse-native's prebuilt addon (libfuse 2) in use and prints one warning
-// line: dapifs runs with it, degraded (README, "Installing"). With --strict, as scripts/setup.sh
+// line: dapifs runs with it, degraded (docs/cli.md, "Installing"). With --strict, as scripts/setup.sh
 // and the Dockerfile run it after `npm ci`, it also prints node-gyp's output, and exits 1.
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -32,7 +32,7 @@ let installed
 function fail(why) {
   // An addon of ours from earlier sources must not stay in use: the prebuilt one is the fallback.
   if (installed) rmSync(installed, { force: true })
-  console.error(`dapifs: the native layer (lib/native) was not built: ${why}; fuse-native's prebuilt libfuse 2 addon stays in use, with which dapifs runs degraded (README, "Installing")`)
+  console.error(`dapifs: the native layer (lib/native) was not built: ${why}; fuse-native's prebuilt libfuse 2 addon stays in use, with which dapifs runs degraded (docs/cli.md, "Installing")`)
   process.exit(strict ? 1 : 0)
 }
 

@@ -28,7 +28,7 @@ export interface MetricSources {
 
 /** Buckets in seconds: a publish is milliseconds, unless it waits for its pod (up to its deadline). */
 const PUBLISH_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
-/** A change reaches a volume in milliseconds (README, Scale: p99 10 ms at 250 pods). */
+/** A change reaches a volume in milliseconds (docs/benchmark.md, Scale: p99 10 ms at 250 pods). */
 const UPDATE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 export class Metrics implements CallObserver, Pick<VolumesObserver, 'flipped' | 'updated' | 'refused'> {

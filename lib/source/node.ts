@@ -6,7 +6,8 @@
 //
 // Pods are kept by uid, parsed once per change. A pod that cannot be read is kept as its error,
 // so that whoever waits for it hears why. Listeners hear the uid of each pod that changed, and
-// `undefined` when the allocatable or the labels did (which concerns every pod).
+// `undefined` when the allocatable or the labels did (which concerns every pod). The Node's
+// kubelet version says which kubelet a volume published from then on renders as (release.ts).
 
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
@@ -49,6 +50,8 @@ export class NodeSource {
   allocatable: Allocatable | undefined
   /** The node's labels; undefined until known, or when the Node cannot be read. */
   node: NodeView | undefined
+  /** Its kubelet's release (status.nodeInfo.kubeletVersion: "v1.37.2"); undefined until known. */
+  kubeletVersion: string | undefined
   private nodeKey: string | undefined
 
   constructor(kc: KubeConfig, readonly nodeName: string, private readonly report: NodeReporter,
@@ -206,10 +209,12 @@ export class NodeSource {
   private nodeChanged(obj: unknown): void {
     this.nodeRead = true
     // The Node changes often (status, heartbeats); only its allocatable and labels concern the volumes.
-    const n = obj as { status?: { allocatable?: unknown }; metadata?: { labels?: unknown } } | undefined
-    const key = obj === undefined ? '' : JSON.stringify([n?.status?.allocatable ?? null, n?.metadata?.labels ?? null])
+    const n = obj as { status?: { allocatable?: unknown; nodeInfo?: { kubeletVersion?: unknown } }; metadata?: { labels?: unknown } } | undefined
+    const version = n?.status?.nodeInfo?.kubeletVersion
+    const key = obj === undefined ? '' : JSON.stringify([n?.status?.allocatable ?? null, n?.metadata?.labels ?? null, version ?? null])
     if (this.nodeSettled && key === this.nodeKey) return
     this.nodeKey = key
+    this.kubeletVersion = typeof version === 'string' && version !== '' ? version : undefined
     try {
       const allocatable = (obj as { status?: { allocatable?: Record<string, unknown> } } | undefined)?.status?.allocatable
       this.allocatable = obj === undefined ? undefined : allocatableFromNode(allocatable)

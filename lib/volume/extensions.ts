@@ -16,6 +16,7 @@
 import { FieldPathError, VOLUME_FIELD_PATHS, byteCompare, checkFieldRef, extractFieldPath, formatMap, qualifiedNameErrors, splitSubscript } from './fieldpath.js'
 import type { FieldRef, NodeView, OwnerReference, Pod, VolumeItem } from './pod.js'
 import { goQuote } from './quote.js'
+import type { KubeletRelease } from './release.js'
 
 const PLAIN = [
   'spec.nodeName', 'spec.serviceAccountName', 'status.hostIP', 'status.hostIPs', 'status.podIP', 'status.podIPs',
@@ -136,8 +137,12 @@ function addresses(list: string[] | undefined, one: string | undefined): string 
   return (list && list.length > 0 ? list : one ? [one] : []).join('\n')
 }
 
-/** The file's text for a fieldRef item of a list that allows extensions (checked already). */
-export function extractExtension(pod: Pod, item: VolumeItem & { fieldRef: FieldRef }): string {
+/**
+ * The file's text for a fieldRef item of a list that allows extensions (checked already). The
+ * kubelet's own fields are rendered as `release`'s kubelet; the extensions, which no kubelet has,
+ * quote as the newest's Go.
+ */
+export function extractExtension(pod: Pod, item: VolumeItem & { fieldRef: FieldRef }, release?: KubeletRelease): string {
   const fp = item.fieldRef.fieldPath
   const nodeLabels = pod.node?.labels ?? new Map<string, string>()
   if (item.format === 'json') {
@@ -167,5 +172,5 @@ export function extractExtension(pod: Pod, item: VolumeItem & { fieldRef: FieldR
   }
   const sub = splitSubscript(fp)
   if (sub?.[0] === NODE_LABELS) return nodeLabels.get(sub[1]) ?? ''
-  return extractFieldPath(pod, fp)
+  return extractFieldPath(pod, fp, release)
 }

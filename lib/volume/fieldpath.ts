@@ -2,6 +2,7 @@
 // with the API server's checks in front of it (apiVersion, the volume's allowed paths).
 
 import { goQuote } from './quote.js'
+import { NEWEST, type KubeletRelease } from './release.js'
 import type { FieldRef, Pod } from './pod.js'
 
 /** Paths a downward API *volume* accepts; the env-var set (spec.nodeName, status.podIP…) is larger. */
@@ -62,9 +63,9 @@ export function byteCompare(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'))
 }
 
-/** fieldpath.FormatMap: `key="quoted value"` lines, keys byte-sorted, no final newline. */
-export function formatMap(m: Map<string, string>): string {
-  return [...m.keys()].sort(byteCompare).map((k) => `${k}=${goQuote(m.get(k)!)}`).join('\n')
+/** fieldpath.FormatMap: `key="quoted value"` lines, keys byte-sorted, no final newline; %q as `release`'s Go. */
+export function formatMap(m: Map<string, string>, release: KubeletRelease = NEWEST): string {
+  return [...m.keys()].sort(byteCompare).map((k) => `${k}=${goQuote(m.get(k)!, release.printable)}`).join('\n')
 }
 
 /** Checks a fieldRef as the API server does; throws FieldPathError with the kubelet's wording. */
@@ -83,8 +84,8 @@ const PROBE: Pod = {
   containers: [], volumeNames: [], volumes: [],
 }
 
-/** fieldpath.ExtractFieldPathAsString: the file's text. */
-export function extractFieldPath(pod: Pod, fp: string): string {
+/** fieldpath.ExtractFieldPathAsString of the kubelet of `release`: the file's text. */
+export function extractFieldPath(pod: Pod, fp: string, release: KubeletRelease = NEWEST): string {
   const sub = splitSubscript(fp)
   if (sub !== undefined) {
     const [path, key] = sub
@@ -96,8 +97,8 @@ export function extractFieldPath(pod: Pod, fp: string): string {
     return map.get(key) ?? ''
   }
   switch (fp) {
-    case 'metadata.annotations': return formatMap(pod.annotations)
-    case 'metadata.labels': return formatMap(pod.labels)
+    case 'metadata.annotations': return formatMap(pod.annotations, release)
+    case 'metadata.labels': return formatMap(pod.labels, release)
     case 'metadata.name': return pod.name
     case 'metadata.namespace': return pod.namespace
     case 'metadata.uid': return pod.uid

@@ -11,6 +11,7 @@ import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type N
 import { checkVolume } from './projection.js'
 import type { Allocatable } from './resource.js'
 import { InputError, Shape, isObj } from './shape.js'
+import { parseRelease, type KubeletRelease } from './release.js'
 
 export interface InputFlags {
   podFile?: string
@@ -23,6 +24,7 @@ export interface InputFlags {
   nodeLabels?: string
   fsGroup?: string
   budget?: string
+  kubeletVersion?: string
 }
 
 /** Everything but the pod: fixed for the life of a mount. */
@@ -35,6 +37,8 @@ export interface Settings {
   node?: NodeView
   /** What a volume may ask for (--budget); DEFAULT_VOLUME_BUDGET when absent. */
   budget?: VolumeBudget
+  /** The kubelet to render as (--kubelet-version); the newest supported when absent. */
+  release?: KubeletRelease
 }
 
 export async function readText(file: string, flag: string): Promise<string> {
@@ -64,7 +68,7 @@ export async function readPodFile(file: string): Promise<Pod> {
   return parsePodText(await readText(file, '--pod-file'), file)
 }
 
-export async function readItemsFile(file: string, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): Promise<DownwardVolume> {
+export async function readItemsFile(file: string, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET, release?: KubeletRelease): Promise<DownwardVolume> {
   const text = await readText(file, '--items')
   return prefixed(file, () => {
     const raw = parseSingle(text, file, 'a DownwardAPIVolumeSource', (d) => isObj(d) && 'items' in d)
@@ -72,7 +76,7 @@ export async function readItemsFile(file: string, budget: VolumeBudget = DEFAULT
     s.obj()
     if (!s.field('items').present) s.field('items').fail('is required: a DownwardAPIVolumeSource is {items: [...], defaultMode: ...}')
     const v = readDownwardAPISource(s, '--items', 'allowed')
-    checkVolume(v, budget)
+    checkVolume(v, budget, release)
     return v
   })
 }
@@ -91,7 +95,8 @@ export async function readSettings(flags: InputFlags): Promise<Settings> {
     allocatable: flags.nodeAllocatable !== undefined ? parseAllocatableFlag(flags.nodeAllocatable) : machineAllocatable(),
   }
   if (flags.budget !== undefined) settings.budget = parseBudgetFlag(flags.budget, VOLUME_BUDGET_KEYS, DEFAULT_VOLUME_BUDGET)
-  if (flags.items !== undefined) settings.items = await readItemsFile(flags.items, settings.budget)
+  if (flags.kubeletVersion !== undefined) settings.release = parseRelease(flags.kubeletVersion, '--kubelet-version')
+  if (flags.items !== undefined) settings.items = await readItemsFile(flags.items, settings.budget, settings.release)
   if (flags.volume !== undefined) settings.volumeName = flags.volume
   if (flags.fsGroup !== undefined) settings.fsGroup = parseId(flags.fsGroup, '--fs-group')
   if (flags.nodeLabels !== undefined) {

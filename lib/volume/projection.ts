@@ -25,6 +25,7 @@ import { checkExtensionItem, extensionOf, extractExtension } from './extensions.
 import { cleanPath, pathProblem } from './itempath.js'
 import type { DownwardVolume, Pod, VolumeItem } from './pod.js'
 import { checkResourceFieldRef, resourceValue, type Allocatable } from './resource.js'
+import { NEWEST, type KubeletRelease } from './release.js'
 import { InputError } from './shape.js'
 
 export const DEFAULT_MODE = 0o644
@@ -51,6 +52,8 @@ export interface ProjectOptions {
   fsGroup?: number
   /** DEFAULT_VOLUME_BUDGET when absent. */
   budget?: VolumeBudget
+  /** The kubelet to render as (release.ts); the newest supported when absent. */
+  release?: KubeletRelease
 }
 
 const modeOk = (m: number): boolean => Number.isInteger(m) && m >= 0 && m <= 0o777
@@ -64,7 +67,7 @@ function itemError(volume: DownwardVolume, item: VolumeItem, problem: string): I
  * Checks what does not depend on the pod's data: paths, modes, field paths, resources and
  * divisors. A volume that passes can still fail on a pod (a container that is not there).
  */
-export function checkVolume(volume: DownwardVolume, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): void {
+export function checkVolume(volume: DownwardVolume, budget: VolumeBudget = DEFAULT_VOLUME_BUDGET, release: KubeletRelease = NEWEST): void {
   if (volume.items.length > budget.items) {
     throw overBudget(`volume ${JSON.stringify(volume.name)}`, 'has', volume.items.length, budget.items, 'items', 'items')
   }
@@ -84,7 +87,7 @@ export function checkVolume(volume: DownwardVolume, budget: VolumeBudget = DEFAU
     try {
       if (volume.extensions === 'allowed') checkExtensionItem(item)
       else if (item.fieldRef) checkFieldRef(item.fieldRef)
-      if (item.resourceFieldRef) checkResourceFieldRef(item.resourceFieldRef)
+      if (item.resourceFieldRef) checkResourceFieldRef(item.resourceFieldRef, release)
     } catch (e) {
       fail((e as Error).message)
     }
@@ -114,7 +117,8 @@ function renderKey(item: VolumeItem): string {
 
 export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions): Projection {
   const budget = opts.budget ?? DEFAULT_VOLUME_BUDGET
-  checkVolume(volume, budget)
+  const release = opts.release ?? NEWEST
+  checkVolume(volume, budget, release)
   const defaultMode = volume.defaultMode ?? DEFAULT_MODE
   const fsGroup = opts.fsGroup ?? pod.fsGroup
   const rendered = new Map<string, { text: string; size: number; data?: Buffer } | Error>()
@@ -124,9 +128,9 @@ export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions):
     let r = rendered.get(key)
     if (r === undefined) {
       try {
-        const text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.allocatable)
-          : volume.extensions === 'allowed' ? extractExtension(pod, { ...item, fieldRef: item.fieldRef })
-            : extractFieldPath(pod, item.fieldRef.fieldPath)
+        const text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.allocatable, release)
+          : volume.extensions === 'allowed' ? extractExtension(pod, { ...item, fieldRef: item.fieldRef }, release)
+            : extractFieldPath(pod, item.fieldRef.fieldPath, release)
         r = { text, size: Buffer.byteLength(text, 'utf8') }
       } catch (e) {
         r = e as Error

@@ -4,11 +4,15 @@
 // the value: an invalid byte becomes \xNN, one per byte, and is never turned into U+FFFD first.
 // So this works on bytes, not on a JS string.
 //
-// "Printable" is Go's unicode.IsPrint: categories L, M, N, P, S, plus the ASCII space. The JS
-// regex below uses Node's own Unicode tables; a kubelet built with an older Go has older tables
-// and escapes code points assigned since (\U0001fae8 under Go 1.19, literal here).
+// "Printable" is Go's strconv.IsPrint: categories L, M, N, P, S, plus the ASCII space, as the
+// Unicode tables of the Go that built the kubelet have them. A kubelet built with Go 1.19 escapes
+// code points Unicode assigned since 13.0 (U+1FAE8 is \U0001fae8 there, and literal under Go
+// 1.26), so the table is the release's (release.ts), generated from each Go (printable.ts), never
+// Node's own: Node's Unicode is neither.
 
-const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S}]$/u
+import { NEWEST } from './release.js'
+import type { PrintableTable } from './printable.js'
+
 const HEX = '0123456789abcdef'
 
 /** Go's utf8.DecodeRune: returns [rune, width]; an invalid sequence is [-1, 1]. */
@@ -39,9 +43,18 @@ export function decodeRune(b: Uint8Array, i: number): [number, number] {
   return [-1, 1]
 }
 
-export function isPrint(r: number): boolean {
+/** strconv.IsPrint in the Go of the table: a binary search of its ranges above ASCII. */
+export function isPrint(r: number, table: PrintableTable = NEWEST.printable): boolean {
   if (r < 0x80) return r >= 0x20 && r < 0x7f
-  return PRINTABLE.test(String.fromCodePoint(r))
+  const ranges = table.ranges
+  let lo = 0, hi = ranges.length / 2 - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    if (r < ranges[2 * mid]!) hi = mid - 1
+    else if (r > ranges[2 * mid + 1]!) lo = mid + 1
+    else return true
+  }
+  return false
 }
 
 function hex(r: number, digits: number): string {
@@ -57,8 +70,8 @@ const SHORT: Record<number, string> = {
 /** Printable ASCII that %q leaves as it is: everything from space to '~' but '"' and '\\'. */
 const plain = (c: number): boolean => c >= 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c
 
-/** strconv.Quote of the bytes: the result is always valid UTF-8. */
-export function goQuote(value: Uint8Array | string): string {
+/** strconv.Quote of the bytes, in the Go of the table: the result is always valid UTF-8. */
+export function goQuote(value: Uint8Array | string, table: PrintableTable = NEWEST.printable): string {
   const b = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
   let out = '"'
   for (let i = 0; i < b.length;) {
@@ -75,7 +88,7 @@ export function goQuote(value: Uint8Array | string): string {
       out += '\\x' + hex(b[i]!, 2)
     } else if (r === 0x22 || r === 0x5c) {
       out += '\\' + String.fromCharCode(r)
-    } else if (isPrint(r)) {
+    } else if (isPrint(r, table)) {
       out += String.fromCodePoint(r)
     } else if (SHORT[r] !== undefined) {
       out += SHORT[r]

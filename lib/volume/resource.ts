@@ -16,6 +16,7 @@
 
 import { Quantity, QuantityError, parseQuantity } from './quantity.js'
 import type { Container, Pod, ResourceFieldRef } from './pod.js'
+import { NEWEST, type KubeletRelease } from './release.js'
 
 export type Allocatable = Map<string, Quantity>
 
@@ -58,11 +59,19 @@ export function parseDivisor(resource: string, raw: unknown): Quantity {
   return d
 }
 
-/** Checks a resourceFieldRef as the API server does, before any pod data is looked at. */
-export function checkResourceFieldRef(ref: ResourceFieldRef): void {
+/**
+ * Checks a resourceFieldRef as the API server of `release` does, before any pod data is looked
+ * at. Hugepages are refused where that API server refuses them (up to 1.21), in its words.
+ */
+export function checkResourceFieldRef(ref: ResourceFieldRef, release: KubeletRelease = NEWEST): void {
   if (ref.containerName === '') throw new ResourceError('resourceFieldRef.containerName: is required in a volume')
-  if (resourceKind(ref.resource) === undefined) {
+  const kind = resourceKind(ref.resource)
+  if (kind === undefined) {
     throw new ResourceError(`unsupported container resource : ${ref.resource} (allowed: ${ALLOWED})`)
+  }
+  if (kind === 'hugepages' && !release.hugePagesInVolumes) {
+    throw new ResourceError(`resourceFieldRef.resource: Unsupported value: ${JSON.stringify(ref.resource)}: supported values: ` +
+      `${[...PLAIN_RESOURCES].sort().map((r) => JSON.stringify(r)).join(', ')} (Kubernetes ${release.name}; hugepages from 1.22)`)
   }
   parseDivisor(ref.resource, ref.divisor)
 }
@@ -87,8 +96,8 @@ function goInt64(f: number): bigint {
 }
 
 /** The file's text for a resourceFieldRef. */
-export function resourceValue(ref: ResourceFieldRef, pod: Pod, allocatable: Allocatable): string {
-  checkResourceFieldRef(ref)
+export function resourceValue(ref: ResourceFieldRef, pod: Pod, allocatable: Allocatable, release: KubeletRelease = NEWEST): string {
+  checkResourceFieldRef(ref, release)
   const container = pod.containers.find((c) => c.name === ref.containerName)
   if (!container) throw new ResourceError(`container ${ref.containerName} not found`)
   const divisor = parseDivisor(ref.resource, ref.divisor)

@@ -1,13 +1,19 @@
 // kubelet-diff: renders downward API volumes with the kubelet's own code, for comparison with
 // dapifs's engine (test/kubelet-diff.test.ts). It reads one JSON case per line:
 //   {"pod": <v1.Pod>, "allocatable": {"cpu": "4", ...}}
-// decodes the pod with the real k8s.io/api types, applies the API server's defaulting
-// (SetObjectDefaults_Pod), then does what the kubelet's downwardapi.CollectData does for the
-// pod's first volume, calling the same fieldpath and resource functions. One JSON line out:
-//   {"files": {"<path>": {"data": "<base64>", "mode": 420}}} or {"error": "..."}
-// `kubelet-diff isprint` answers strconv.IsPrint for code points, and `kubelet-diff
-// unicode-version` prints Go's Unicode version: printability differs between Unicode versions.
-// Built by build.sh against the Kubernetes 1.20.2 tree from Debian's source package.
+// decodes the pod with the real k8s.io/api types of its release, then does what that release
+// does with it:
+//   1. the API server: defaulting (SetObjectDefaults_Pod), then the validation of the pod's
+//      volumes (ValidateVolumes, with the options its feature gates give a new pod);
+//   2. the kubelet: downwardapi.CollectData for the pod's first volume, with a volume host whose
+//      node allocatable is the case's.
+// One JSON line out:
+//   {"files": {"<path>": {"data": "<base64>", "mode": 420}}}, {"invalid": "<the API server's
+//   errors>"} or {"error": "<CollectData's error>"}
+// `kubelet-diff isprint` answers strconv.IsPrint for code points, `kubelet-diff unicode-version`
+// prints Go's Unicode version, and `kubelet-diff version` the Kubernetes release it was built
+// against. The release's own calls are in release_<release>.go: build.sh builds main.go with
+// that file, against Debian's 1.20.2 tree (GOPATH) or a release's Go modules.
 package main
 
 import (
@@ -15,15 +21,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"unicode"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	resourcehelper "k8s.io/kubernetes/pkg/api/v1/resource"
+	"k8s.io/kubernetes/pkg/apis/core"
 	corev1defaults "k8s.io/kubernetes/pkg/apis/core/v1"
-	"k8s.io/kubernetes/pkg/fieldpath"
+	"k8s.io/kubernetes/pkg/volume"
 )
 
 type input struct {
@@ -37,13 +42,29 @@ type file struct {
 }
 
 type output struct {
-	Files map[string]file `json:"files,omitempty"`
-	Error string          `json:"error,omitempty"`
+	Files   map[string]file `json:"files,omitempty"`
+	Invalid string          `json:"invalid,omitempty"`
+	Error   string          `json:"error,omitempty"`
 }
+
+// host is the kubelet's VolumeHost as CollectData uses it: only the node's allocatable.
+type host struct {
+	volume.VolumeHost
+	allocatable v1.ResourceList
+}
+
+func (h host) GetNodeAllocatable() (v1.ResourceList, error) { return h.allocatable, nil }
 
 func render(in *input) output {
 	pod := &in.Pod
 	corev1defaults.SetObjectDefaults_Pod(pod)
+	var internal core.Pod
+	if err := corev1defaults.Convert_v1_Pod_To_core_Pod(pod, &internal, nil); err != nil {
+		return output{Error: "convert: " + err.Error()}
+	}
+	if errs := validateVolumes(&internal); len(errs) > 0 {
+		return output{Invalid: errs.ToAggregate().Error()}
+	}
 	if len(pod.Spec.Volumes) == 0 || pod.Spec.Volumes[0].DownwardAPI == nil {
 		return output{Error: "no downwardAPI volume"}
 	}
@@ -56,34 +77,25 @@ func render(in *input) output {
 		}
 		alloc[v1.ResourceName(k)] = q
 	}
+	data, err := collect(src, pod, host{allocatable: alloc})
+	if err != nil {
+		return output{Error: err.Error()}
+	}
 	files := map[string]file{}
-	for _, item := range src.Items {
-		f := file{Mode: *src.DefaultMode}
-		if item.Mode != nil {
-			f.Mode = *item.Mode
+	for path, p := range data {
+		if p.Data == nil {
+			p.Data = []byte{}
 		}
-		if item.FieldRef != nil {
-			s, err := fieldpath.ExtractFieldPathAsString(pod, item.FieldRef.FieldPath)
-			if err != nil {
-				return output{Error: err.Error()}
-			}
-			f.Data = []byte(s)
-		} else if item.ResourceFieldRef != nil {
-			s, err := resourcehelper.ExtractResourceValueByContainerNameAndNodeAllocatable(item.ResourceFieldRef, pod, item.ResourceFieldRef.ContainerName, alloc)
-			if err != nil {
-				return output{Error: err.Error()}
-			}
-			f.Data = []byte(s)
-		}
-		if f.Data == nil {
-			f.Data = []byte{}
-		}
-		files[filepath.Clean(item.Path)] = f
+		files[path] = file{Data: p.Data, Mode: p.Mode}
 	}
 	return output{Files: files}
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		fmt.Println(release)
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "unicode-version" {
 		fmt.Println(unicode.Version)
 		return
