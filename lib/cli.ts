@@ -32,14 +32,17 @@ const USAGE = `usage:
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
                 [--registration-dir DIR | --no-registration] [--no-extensions]
                 [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--kubelet-dir DIR]
-                [--budget KEY=VALUE,...] [--node-label-keys KEY,...] [--debug]
+                [--budget KEY=VALUE,...] [--node-label-keys KEY,...]
+                [--http-endpoint ADDR:PORT] [--log-format text|json] [--debug]
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
       ephemeral inline volume, registered with the kubelet through DIR (default
       plugins_registry in the kubelet's directory, --kubelet-dir, default /var/lib/kubelet).
       --budget: what a pod may ask for (docs/running-in-a-cluster.md, "What a pod can do to the node agent");
       --node-label-keys: the Node's labels pods may read (default: its zone and region). Mounts survive a restart through the
       keeper (dapifs-keeper) at SOCKET and the records in DIR (default: keeper.sock and
-      volumes/ beside the CSI socket). docs/running-in-a-cluster.md.
+      volumes/ beside the CSI socket). --http-endpoint: /metrics, /healthz and /livez on
+      ADDR:PORT (:9810 for every address); --log-format json: one JSON object a line
+      (docs/observability.md). docs/running-in-a-cluster.md.
   dapifs demo [MOUNTPOINT]
       Mount the example pod (examples/dapi-volume.yaml) at MOUNTPOINT (default /tmp/dapifs-demo).
   dapifs help
@@ -188,6 +191,8 @@ const CSI_OPTIONS = {
   'kubelet-dir': { type: 'string' },
   budget: { type: 'string' },
   'node-label-keys': { type: 'string' },
+  'http-endpoint': { type: 'string' },
+  'log-format': { type: 'string' },
   debug: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options']
 
@@ -195,7 +200,7 @@ async function csi(args: string[]): Promise<number> {
   const [v] = parse(args, CSI_OPTIONS)
   const { csiCommand } = await import('./csi/command.js')
   const flags: import('./csi/command.js').CsiFlags = {}
-  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['state-dir', 'stateDir'], ['kubelet-dir', 'kubeletDir'], ['budget', 'budget'], ['node-label-keys', 'nodeLabelKeys']] as const) {
+  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['state-dir', 'stateDir'], ['kubelet-dir', 'kubeletDir'], ['budget', 'budget'], ['node-label-keys', 'nodeLabelKeys'], ['http-endpoint', 'httpEndpoint'], ['log-format', 'logFormat']] as const) {
     if (typeof v[flag] === 'string') flags[key] = v[flag] as string
   }
   if (v['no-registration']) flags.noRegistration = true

@@ -332,6 +332,10 @@ async function main(): Promise<void> {
       [['--endpoint', 'unix:///tmp/x.sock', '--node-name', 'Bad_Name'], /^dapifs: --node-name: "Bad_Name" is not a node name/],
       [['--endpoint', 'unix:///tmp/x.sock', '--node-name', 'n', '--kubeconfig', '/nonexistent'], /^dapifs: --kubeconfig: \/nonexistent: no such file\n$/],
       [['--bogus'], /^dapifs: Unknown option '--bogus'/],
+      [['--endpoint', 'unix:///tmp/x.sock', '--node-name', 'n', '--http-endpoint', '9810'], /^dapifs: --http-endpoint: "9810" is not ADDR:PORT /],
+      [['--endpoint', 'unix:///tmp/x.sock', '--node-name', 'n', '--log-format', 'yaml'], /^dapifs: --log-format: "yaml" is not a log format \(text or json\)\n$/],
+      [['--endpoint', 'unix:///tmp/x.sock', '--node-name', 'n', '--log-format', 'json', '--http-endpoint', ':70000'],
+        /^\{"time":"[^"]+","level":"error","message":"--http-endpoint: \\":70000\\" is not ADDR:PORT [^\n]*"\}\n$/],
     ]
     for (const [args, re] of bad) {
       const r = await run(process.execPath, ['dist/main.js', 'csi', ...args])

@@ -210,7 +210,7 @@ t.test('the CSI driver answers INVALID_ARGUMENT for such a pod, naming container
   volumes.follow(source)
   const target = path.join(dir, 'pods', 'u-1', 'volumes', 'kubernetes.io~csi', 'podinfo', 'mount')
   const err = await volumes.publish({
-    volume_id: 'v1', target_path: target,
+    volume_id: 'v1', target_path: target, volume_capability: { mount: {} },
     volume_context: { items: '- path: ip\n  fieldRef: {fieldPath: status.podIP}', 'csi.storage.k8s.io/pod.name': 'web-1', 'csi.storage.k8s.io/pod.namespace': 'shop', 'csi.storage.k8s.io/pod.uid': 'u-1' },
   }, Date.now() + 5000).then(() => undefined, (e: unknown) => e)
   t.ok(err instanceof CsiError)

@@ -6,7 +6,8 @@
 // an inotify watcher in the container sees dapifs's flip and one on the host the kubelet's, in the
 // same order, both volumes are alike again after the flips (links made by a later write included),
 // deleting the pod unmounts the volume, and a pod with bad items never starts and shows why in its
-// events.
+// events; an update over a budget leaves the pod its files and a Warning event saying why; the
+// metrics count it all.
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -64,8 +65,12 @@ async function main(): Promise<void> {
     const node = await startNode(t)
     await createDriverObject(node)
     await node.core.createNamespace({ body: { metadata: { name: NS } } })
-    const driver = await startDriver(t, { kubeconfig: node.kubeconfig, nodeName: node.nodeName, kubeletRoot: node.kubeletRoot })
+    const driver = await startDriver(t, {
+      kubeconfig: node.kubeconfig, nodeName: node.nodeName, kubeletRoot: node.kubeletRoot,
+      args: ['--http-endpoint', '127.0.0.1:0', '--budget', 'volume=16Ki'],
+    })
     t.teardown(() => driver.stop())
+    const http = `http://127.0.0.1:${/on 127\.0\.0\.1:(\d+)/.exec(await driver.waitFor(/\/metrics, \/healthz and \/livez on /))![1]}`
 
     await t.test('the kubelet finds the driver through its registration directory', async (t) => {
       const line = await driver.waitFor(/registered with the kubelet|refused the registration/, 0, 60_000)
@@ -213,6 +218,54 @@ async function main(): Promise<void> {
       t.same(node.mountsBelow().filter((m) => m.includes(pod.metadata!.uid!) && m.includes('/volumes/kubernetes.io~csi/')), [], 'no dapifs volume is mounted for it')
       await node.core.deleteNamespacedPod({ name: 'bad', namespace: NS, gracePeriodSeconds: 0 })
       await node.waitForPodGone(NS, 'bad', 60_000)
+    })
+
+    await t.test('an update over a budget: the pod keeps its files, and its events say why', async (t) => {
+      await node.core.createNamespacedPod({
+        namespace: NS,
+        body: {
+          metadata: { name: 'grows', annotations: { note: 'small' } },
+          spec: {
+            nodeName: node.nodeName,
+            hostNetwork: true,
+            dnsPolicy: 'Default',
+            terminationGracePeriodSeconds: 1,
+            containers: [{ name: 'c', image: BUSYBOX, imagePullPolicy: 'Never', command: ['sleep', '3600'], volumeMounts: [{ name: 'podinfo', mountPath: '/csi' }] }],
+            volumes: [{ name: 'podinfo', csi: { driver: DRIVER, readOnly: true, volumeAttributes: { items: '- {path: annotations, fieldRef: {fieldPath: metadata.annotations}}\n' } } }],
+          },
+        },
+      })
+      const pod = await node.waitForPod(NS, 'grows', (p) => p.status?.phase === 'Running', 90_000)
+      const target = path.join(node.kubeletRoot, 'pods', pod.metadata!.uid!, 'volumes', 'kubernetes.io~csi', 'podinfo', 'mount')
+      await node.core.patchNamespacedPod({ name: 'grows', namespace: NS, body: { metadata: { annotations: { note: 'x'.repeat(20_000) } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
+      const deadline = Date.now() + 30_000
+      let warned: string[] = []
+      while (Date.now() < deadline && warned.length === 0) {
+        warned = (await node.events(NS, 'grows')).filter((e) => e.startsWith('FailedVolumeUpdate: '))
+        if (warned.length === 0) await new Promise((resolve) => setTimeout(resolve, 250))
+      }
+      t.match(warned, [/^FailedVolumeUpdate: volume "podinfo" was not updated: renders 20,\d{3} bytes, over the budget of 16 KiB \(--budget volume=\.\.\.\); it keeps serving its last good files$/],
+        `the driver's Warning event, as kubectl describe pod lists it: ${warned[0]}`)
+      t.match((await run('cat', [path.join(target, 'annotations')])).stdout.toString(), /note="small"/, 'the last good files are served')
+
+      // What the metrics said of all this, under the real kubelet.
+      const text = await (await fetch(`${http}/metrics`)).text()
+      const value = (key: string): number => Number(new RegExp(`^${key.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+      t.ok(value('dapifs_node_publish_total{code="OK"}') >= 2, `publishes OK: ${value('dapifs_node_publish_total{code="OK"}')}`)
+      t.ok(value('dapifs_node_publish_total{code="INVALID_ARGUMENT"}') >= 1, `publishes refused (the pod with bad items, retried by the kubelet): ${value('dapifs_node_publish_total{code="INVALID_ARGUMENT"}')}`)
+      t.ok(value('dapifs_node_unpublish_total{code="OK"}') >= 1, `unpublishes OK: ${value('dapifs_node_unpublish_total{code="OK"}')}`)
+      t.ok(value('dapifs_flips_total') >= 5, `flips: ${value('dapifs_flips_total')}`)
+      t.ok(value('dapifs_update_seconds_count') >= 5, `updates timed: ${value('dapifs_update_seconds_count')}`)
+      t.ok(value('dapifs_render_errors_total') >= 1, `render errors: ${value('dapifs_render_errors_total')}`)
+      t.equal(value('dapifs_volumes'), 1, 'one volume served')
+      t.equal(value('dapifs_watch_up{resource="pods"}'), 1)
+      const health = await fetch(`${http}/healthz`)
+      t.equal(health.status, 503, '/healthz: not ready without a keeper')
+      t.match(await health.text(), /^the keeper at .* is not connected/)
+      t.equal((await fetch(`${http}/livez`)).status, 200, '/livez: ok')
+      await node.core.deleteNamespacedPod({ name: 'grows', namespace: NS, gracePeriodSeconds: 0 })
+      await node.waitForPodGone(NS, 'grows', 60_000)
     })
   })
 }

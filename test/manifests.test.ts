@@ -52,10 +52,13 @@ t.test('the CSIDriver', async (t) => {
   })
 })
 
-t.test('RBAC: get, list and watch on pods and nodes, nothing else', async (t) => {
+t.test('RBAC: get, list and watch on pods and nodes, create on events, nothing else', async (t) => {
   const objs = docs('rbac.yaml')
   const role = one(objs, 'ClusterRole')
-  t.same(role.rules, [{ apiGroups: [''], resources: ['pods', 'nodes'], verbs: ['get', 'list', 'watch'] }])
+  t.same(role.rules, [
+    { apiGroups: [''], resources: ['pods', 'nodes'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['events'], verbs: ['create'] },
+  ])
   t.notOk(role.aggregationRule, 'no aggregation')
   t.equal(objs.filter((o) => o.kind === 'Role' || o.kind === 'ClusterRole').length, 1, 'one role')
   const binding = one(objs, 'ClusterRoleBinding')
@@ -88,10 +91,15 @@ t.test('the DaemonSets', async (t) => {
     t.equal(volumes.get('plugin-dir')!.path, path.dirname(endpoint.slice('unix://'.length)), `${name}: the socket's directory is mounted`)
     t.equal(pod.priorityClassName, 'system-node-critical')
     t.same(pod.tolerations, [{ operator: 'Exists' }])
+    // Its HTTP endpoint, and the probes on it (docs/observability.md).
+    t.equal(c.args[c.args.indexOf('--http-endpoint') + 1], ':9810', `${name}: --http-endpoint :9810`)
+    t.same(c.ports, [{ name: 'http', containerPort: 9810 }], `${name}: its port`)
+    t.same(c.readinessProbe.httpGet, { path: '/healthz', port: 'http' }, `${name}: ready: /healthz`)
+    t.same(c.livenessProbe.httpGet, { path: '/livez', port: 'http' }, `${name}: alive: /livez`)
   }
   t.same(plain.spec.template.spec.containers[0].args, [
     'csi', '--endpoint', `unix:///var/lib/kubelet/plugins/${DRIVER}/csi.sock`, '--node-name', '$(NODE_NAME)',
-    '--registration-dir', '/var/lib/kubelet/plugins_registry',
+    '--registration-dir', '/var/lib/kubelet/plugins_registry', '--http-endpoint', ':9810',
   ])
   const [dapifs, registrar] = withRegistrar.spec.template.spec.containers
   t.ok(dapifs.args.includes('--no-registration'), 'with the registrar, dapifs does not register itself')

@@ -5,23 +5,30 @@
 //   3. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
 //      once: a publish that comes before the pods are listed waits for them.
 //   4. Register with the kubelet through its registration directory (unless --no-registration,
-//      for the standard node-driver-registrar sidecar).
+//      for the standard node-driver-registrar sidecar), and serve /metrics, /healthz and /livez
+//      on --http-endpoint if it is given (observe/http.ts).
 //   5. On SIGINT or SIGTERM: stop registering and serving; leave every volume mounted, to the
 //      keeper and the next process (or, with no keeper there, unmount them); exit 0.
+// What operators watch (docs/observability.md): the log (text, or JSON with --log-format json),
+// the metrics and health on the HTTP endpoint, and Warning events on the pods whose updates the
+// agent did not serve (observe/events.ts).
 
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import createDebug from 'debug'
-import { oneLine } from '../logline.js'
+import { LOG_FORMATS, jsonLine, stderrSay, type LogFormat, type Say } from '../logline.js'
 import { AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET, parseBudgetFlag } from '../volume/budget.js'
 import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extensions.js'
 import { qualifiedNameErrors } from '../volume/fieldpath.js'
 import { InputError } from '../volume/shape.js'
-import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
+import { CsiServer, DRIVER_NAME, RegistrationServer, SocketProbe, socketPath } from './server.js'
 import { nativeLayer } from '../fs/mount.js'
 import { Keeper } from './keeper.js'
 import { VolumeStore } from './state.js'
-import { Volumes } from './volumes.js'
+import { Volumes, type VolumesObserver } from './volumes.js'
+import { HttpEndpoint, parseHttpEndpoint, type Endpoint } from '../observe/http.js'
+import { Metrics } from '../observe/metrics.js'
+import type { PodEvents } from '../observe/events.js'
 
 export interface CsiFlags {
   endpoint?: string
@@ -43,12 +50,16 @@ export interface CsiFlags {
   budget?: string
   /** --node-label-keys KEY,... | '*' | '' (extensions.ts, DEFAULT_NODE_LABEL_KEYS). */
   nodeLabelKeys?: string
+  /** --http-endpoint ADDR:PORT: /metrics, /healthz and /livez (observe/http.ts); off when absent. */
+  httpEndpoint?: string
+  /** --log-format text|json (logline.ts). */
+  logFormat?: string
   debug?: boolean
 }
 
 export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet'
 
-const say = (line: string): void => { process.stderr.write(`dapifs csi: ${oneLine(line)}\n`) }
+let say: Say = stderrSay('text', 'dapifs csi: ')
 
 function version(): string {
   try {
@@ -73,6 +84,23 @@ function parseNodeLabelKeys(text: string): NodeLabelKeys {
 }
 
 export async function csiCommand(flags: CsiFlags): Promise<number> {
+  if (flags.logFormat !== undefined && !LOG_FORMATS.includes(flags.logFormat as LogFormat)) {
+    throw new InputError('--log-format', `${JSON.stringify(flags.logFormat)} is not a log format (${LOG_FORMATS.join(' or ')})`)
+  }
+  const format = (flags.logFormat ?? 'text') as LogFormat
+  say = stderrSay(format, 'dapifs csi: ')
+  if (format === 'text') return run(flags)
+  // In JSON, a refusal or a failure is a JSON line too.
+  try {
+    return await run(flags)
+  } catch (e) {
+    const bad = e instanceof InputError
+    process.stderr.write(`${jsonLine(bad ? e.message.replace(/\n/g, ' ') : `internal error: ${(e as Error).message}`, { level: 'error' })}\n`)
+    return bad ? 2 : 1
+  }
+}
+
+async function run(flags: CsiFlags): Promise<number> {
   if (flags.endpoint === undefined) throw new InputError('--endpoint', 'is required: unix:///var/lib/kubelet/plugins/csi.dapifs.dev/csi.sock, the socket the kubelet dials')
   const socket = socketPath(flags.endpoint)
   if (!socket) throw new InputError('--endpoint', `${JSON.stringify(flags.endpoint)} is not a unix socket (unix:///ABSOLUTE/PATH)`)
@@ -86,19 +114,29 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   const kubeletDir = path.resolve(flags.kubeletDir ?? DEFAULT_KUBELET_DIR)
   const budget = flags.budget === undefined ? DEFAULT_AGENT_BUDGET : parseBudgetFlag(flags.budget, AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET)
   const nodeLabelKeys = flags.nodeLabelKeys === undefined ? new Set(DEFAULT_NODE_LABEL_KEYS) : parseNodeLabelKeys(flags.nodeLabelKeys)
+  const httpAt: Endpoint | undefined = flags.httpEndpoint === undefined ? undefined : parseHttpEndpoint(flags.httpEndpoint)
   if (flags.debug) createDebug.enable('dapifs:*,-dapifs:requests')
   const nodeName = flags.nodeName
 
   // fuse-native's prebuilt addon (the fallback: docs/cli.md, Installing) can neither hand a mount over
   // nor take one.
   const handOver = nativeLayer()
-  if (!handOver && !flags.noKeeper) say('fuse-native\'s prebuilt libfuse 2 addon is in use: no keeper, so volumes end with this process (build the native layer: node lib/native/build.mjs)')
+  if (!handOver && !flags.noKeeper) say('fuse-native\'s prebuilt libfuse 2 addon is in use: no keeper, so volumes end with this process (build the native layer: node lib/native/build.mjs)', { level: 'warning' })
   const keeperSocket = flags.noKeeper || !handOver ? undefined : flags.keeper ?? path.join(path.dirname(socket), 'keeper.sock')
   let volumes: Volumes | undefined
   const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })
   const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
+  const metrics = httpAt && new Metrics({ volumes: () => volumes?.size ?? 0, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) })
+  // Events need the Kubernetes client, which loads after recover(): until then, none are posted.
+  let events: PodEvents | undefined
+  const observe: VolumesObserver = {
+    flipped: () => metrics?.flipped(),
+    updated: (seconds) => metrics?.updated(seconds),
+    refused: () => metrics?.refused(),
+    reported: (pod, volume, message, cause) => events?.warn({ pod, volume, message, cause }),
+  }
   volumes = new Volumes({
-    say, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
+    say, observe, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
     store, ...(keeper ? { keeper } : {}), kubeletDir, budget, nodeLabelKeys,
   })
   // Before anything else, and before the Kubernetes client loads (seconds, on a busy node): a
@@ -108,24 +146,45 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   // Loaded only here: @kubernetes/client-node takes most of a second to load.
   const { loadKubeConfig } = await import('../source/kube.js')
   const { NodeSource } = await import('../source/node.js')
+  const { podEventsFor } = await import('../observe/events.js')
   const { kc, context } = loadKubeConfig(flags, 'csi')
-  const source = new NodeSource(kc, nodeName, { problem: say, info: say })
+  const source = new NodeSource(kc, nodeName, { problem: (m) => say(m, { level: 'warning' }), info: (m) => say(m) },
+    metrics && ((resource) => metrics.watch(resource)))
+  events = podEventsFor(kc, nodeName, say)
   volumes.follow(source)
-  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced })
+  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
+  const probe = new SocketProbe(socket)
+  const http = httpAt && new HttpEndpoint({
+    metrics: metrics!,
+    checks: [
+      { live: true, run: () => probe.check() },
+      { run: () => source.podsSynced ? undefined : `the pods on node ${nodeName} have not been listed yet` },
+      { run: () => source.nodeSynced ? undefined : `node ${nodeName} has not been read yet` },
+      ...(keeper ? [{ run: () => keeper.connected ? undefined : `the keeper at ${keeper.socket} is not connected: volumes published now would not survive a restart of the agent` }] : []),
+    ],
+  })
   source.start()
   let registration: RegistrationServer | undefined
+  let serving = ''
   try {
     await keeper?.start()
     await csi.listen(socket)
+    if (http) {
+      const at = await http.listen(httpAt!)
+      serving = `; /metrics, /healthz and /livez on ${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}`
+    }
     if (!flags.noRegistration) {
       registration = new RegistrationServer(flags.registrationDir ?? path.join(kubeletDir, 'plugins_registry'), socket, (ok, error) => {
-        say(ok ? `registered with the kubelet as ${DRIVER_NAME}` : `the kubelet refused the registration: ${error}`)
+        say(ok ? `registered with the kubelet as ${DRIVER_NAME}` : `the kubelet refused the registration: ${error}`, ok ? {} : { level: 'error' })
       })
       await registration.listen()
     }
   } catch (e) {
     source.stop()
     keeper?.stop()
+    events.stop()
+    probe.close()
+    await http?.stop()
     await csi.stop()
     throw e instanceof InputError ? e : new InputError(socket, `cannot serve: ${(e as Error).message}`)
   }
@@ -136,7 +195,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   say(`serving ${DRIVER_NAME} for node ${nodeName} (context ${context}) on ${socket}` +
     (flags.noExtensions ? '; extensions refused (--no-extensions)' : '') +
     (keeper ? `; keeper at ${keeper.socket}` : '; no keeper: volumes end with this process') +
-    (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)'))
+    (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)') + serving)
   void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
 
   return new Promise((resolve) => {
@@ -148,6 +207,9 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
       say(leave ? `${why}: leaving ${volumes!.size} volumes mounted, their connections with the keeper` : `${why}: unmounting ${volumes!.size} volumes`)
       void (async () => {
         await registration?.stop()
+        await http?.stop()
+        probe.close()
+        events!.stop()
         await csi.stop()
         if (leave) await volumes!.detach()
         else await volumes!.stop()

@@ -12,13 +12,14 @@
 import net from 'node:net'
 import createDebug from 'debug'
 import { keeperDrop, keeperPut, keeperTake } from '../native/keeper-client.js'
+import type { Say } from '../logline.js'
 
 const log = createDebug('dapifs:keeper')
 
 const RETRY_MS = 1000
 
 export interface KeeperOptions {
-  say: (line: string) => void
+  say: Say
   /** Called when the AGENT connection is back after the keeper was away: put everything again. */
   reconnected: () => void
 }
@@ -91,6 +92,7 @@ export class Keeper {
         s.on('error', (e) => { log('%s: %s', this.socket, e.message); if (!up) this.problem(`${this.socket}: ${(e as NodeJS.ErrnoException).code ?? e.message}`) })
         s.on('close', () => {
           if (this.agent === s) this.agent = undefined
+          if (up && !this.closed) this.problem(`${this.socket}: the connection closed (the keeper stopped?)`)
           if (!up) resolve()
           if (!this.closed) this.retry = setTimeout(connect, RETRY_MS)
         })
@@ -108,6 +110,6 @@ export class Keeper {
   private problem(message: string): void {
     if (message === this.lastProblem) return
     this.lastProblem = message
-    this.opts.say(`keeper: ${message}; until it is back, mounts made now do not survive a restart of this process`)
+    this.opts.say(`keeper: ${message}; until it is back, mounts made now do not survive a restart of this process`, { level: 'warning' })
   }
 }

@@ -2,7 +2,8 @@
 // driver's socket, and the kubelet's plugin registration service on a socket in the kubelet's
 // registration directory. Each call is handed to Volumes (volumes.ts); a CsiError becomes its
 // status code with its one-line message. RPCs not listed here (NodeStageVolume, the Controller
-// service, ...) answer UNIMPLEMENTED, as grpc-js answers for any method without a handler.
+// service, ...) answer UNIMPLEMENTED, as grpc-js answers for any method without a handler. Each
+// publish and unpublish is told to an observer (the metrics) with its answer's code and time.
 
 import { existsSync } from 'node:fs'
 import { mkdir, unlink } from 'node:fs/promises'
@@ -49,16 +50,26 @@ export function socketPath(endpoint: string): string | undefined {
 
 type Handler = (req: never, deadline: number) => Promise<object>
 
-function unary(fn: Handler, name: string): grpc.handleUnaryCall<unknown, unknown> {
+/** What the metrics hear of the calls that publish and unpublish (observe/metrics.ts). */
+export interface CallObserver {
+  /** A call answered: its gRPC code's name (OK, INVALID_ARGUMENT, ...) and how long it took. */
+  answered(method: 'publish' | 'unpublish', code: string, seconds: number): void
+}
+
+function unary(fn: Handler, name: string, answered?: (code: string, seconds: number) => void): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
+    const t0 = performance.now()
     const d = call.getDeadline()
     const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : Date.now() + 60_000
-    fn(call.request as never, deadline).then((res) => callback(null, res), (e: unknown) => {
+    const done = (code: string): void => answered?.(code, (performance.now() - t0) / 1000)
+    fn(call.request as never, deadline).then((res) => { done('OK'); callback(null, res) }, (e: unknown) => {
       if (e instanceof CsiError) {
         log('%s: %s %s', name, e.code, e.message)
+        done(e.code)
         callback({ code: grpc.status[e.code], details: e.message })
       } else {
         log('%s: internal error: %s', name, (e as Error).stack)
+        done('INTERNAL')
         callback({ code: grpc.status.INTERNAL, details: `internal error: ${(e as Error).message}` })
       }
     })
@@ -95,7 +106,7 @@ export class CsiServer {
   private socket: string | undefined
   private listener: net.Server | undefined
 
-  constructor(volumes: Volumes, info: DriverInfo) {
+  constructor(volumes: Volumes, info: DriverInfo, observe?: CallObserver) {
     const { Identity, Node } = loadCsi()
     this.server.addService(Identity.service, {
       GetPluginInfo: unary(async () => ({ name: DRIVER_NAME, vendor_version: info.version, manifest: {} }), 'GetPluginInfo'),
@@ -108,11 +119,12 @@ export class CsiServer {
       // VOLUME_MOUNT_GROUP: the kubelet (1.26 on) sends the pod's fsGroup as volume_mount_group and
       // leaves ownership to the driver, whatever the CSIDriver's fsGroupPolicy (volumes.ts, publish).
       NodeGetCapabilities: unary(async () => ({ capabilities: [{ rpc: { type: 'VOLUME_MOUNT_GROUP' } }] }), 'NodeGetCapabilities'),
-      NodePublishVolume: unary(async (req: PublishRequest, deadline) => { await volumes.publish(req, deadline); return {} }, 'NodePublishVolume'),
+      NodePublishVolume: unary(async (req: PublishRequest, deadline) => { await volumes.publish(req, deadline); return {} }, 'NodePublishVolume',
+        observe && ((code, seconds) => observe.answered('publish', code, seconds))),
       NodeUnpublishVolume: unary(async (req: { volume_id: string; target_path: string }) => {
         await volumes.unpublish(req.volume_id, req.target_path)
         return {}
-      }, 'NodeUnpublishVolume'),
+      }, 'NodeUnpublishVolume', observe && ((code, seconds) => observe.answered('unpublish', code, seconds))),
     })
   }
 
@@ -165,4 +177,37 @@ function shutdown(server: grpc.Server, listener: net.Server | undefined): Promis
     const timer = setTimeout(() => { server.forceShutdown(); resolve() }, 2000)
     server.tryShutdown(() => { clearTimeout(timer); resolve() })
   })
+}
+
+/**
+ * Asks the driver's own socket for a Probe, as the kubelet's side would reach it (through the
+ * :authority rewriter): for /healthz, whether the CSI socket answers. Checks that come while one
+ * is under way share its answer.
+ */
+export class SocketProbe {
+  private client: grpc.Client | undefined
+  private pending: Promise<string | undefined> | undefined
+
+  constructor(readonly socket: string, private readonly timeoutMs = 2000) {}
+
+  /** undefined if the socket answered, else why not (one line). */
+  check(): Promise<string | undefined> {
+    this.pending ??= this.ask().finally(() => { this.pending = undefined })
+    return this.pending
+  }
+
+  private ask(): Promise<string | undefined> {
+    if (!existsSync(this.socket)) return Promise.resolve(`the CSI socket ${this.socket} is not there`)
+    this.client ??= new (loadCsi().Identity)(`unix://${this.socket}`, grpc.credentials.createInsecure())
+    const probe = (this.client as unknown as Record<string, (r: object, o: object, cb: (e: grpc.ServiceError | null) => void) => void>).Probe!
+    return new Promise((resolve) => {
+      probe.call(this.client, {}, { deadline: Date.now() + this.timeoutMs }, (e) =>
+        resolve(e ? `the CSI socket ${this.socket} does not answer a Probe: ${grpc.status[e.code] ?? e.code} ${e.details}` : undefined))
+    })
+  }
+
+  close(): void {
+    this.client?.close()
+    this.client = undefined
+  }
 }

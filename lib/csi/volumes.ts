@@ -58,6 +58,7 @@ import { ITEMS_WHERE, checkVolumeContext, readVolumeContext, volumeNameOf, volum
 import { AttributeParser } from './parser.js'
 import type { Keeper } from './keeper.js'
 import type { VolumeRecord, VolumeStore } from './state.js'
+import type { Say } from '../logline.js'
 
 const log = createDebug('dapifs:csi:volumes')
 
@@ -77,8 +78,27 @@ export interface PublishRequest {
   volume_capability?: { block?: unknown; mount?: { volume_mount_group?: string } | null } | null
 }
 
+/**
+ * What the node agent's metrics and events hear (observe/): nothing here knows them. Each is
+ * called as it happens, and must not block.
+ */
+export interface VolumesObserver {
+  /** A published volume flipped to a new generation. */
+  flipped(): void
+  /** A pod's change (or the Node's) reached a volume: seconds from the watch event to its flip done. */
+  updated(seconds: number): void
+  /** A published volume could not be rendered again (a bad update, over a budget): it keeps its generation. */
+  refused(): void
+  /**
+   * The same, said once per cause (Daemon.problem): for the pod's author, who cannot read this
+   * log but sees the pod's events.
+   */
+  reported(pod: PodRef, volume: string, message: string, cause: string): void
+}
+
 export interface VolumesOptions {
-  say: (line: string) => void
+  say: Say
+  observe?: VolumesObserver
   /** Whether items may use the extensions (extensions.ts); `dapifs csi --no-extensions` refuses them. */
   extensions: boolean
   allowOther: boolean
@@ -112,6 +132,11 @@ interface Published {
   seen?: string
   /** The kubelet it renders and flips as. */
   release: KubeletRelease
+  /**
+   * The generation a change of its pod is on its way to, and when the oldest change it carries
+   * came (performance.now()): the time to the flip is observe.updated's.
+   */
+  updating?: { gen: Generation; since: number }
 }
 
 const UNMOUNT_WAIT_MS = 3000
@@ -131,8 +156,11 @@ export class Volumes {
   private readonly budget: AgentBudget
   /** Past generations, for the node's budget. */
   private readonly kept: KeptBytes
-  /** Pods (by uid) whose volumes wait to be rendered again, in the order they changed. */
-  private readonly dirty = new Set<string>()
+  /**
+   * Pods (by uid) whose volumes wait to be rendered again, in the order they changed, each with
+   * when its oldest change not yet rendered came (performance.now()).
+   */
+  private readonly dirty = new Map<string, number>()
   /** Whether the queue of pods is being worked through (drainRenders). */
   private rendering = false
   private quieted = false
@@ -190,9 +218,12 @@ export class Volumes {
   }
 
   async publish(req: PublishRequest, deadline: number): Promise<void> {
-    const target = this.checkTarget(req.target_path)
+    // The fields CSI requires, in the order of the spec's message, then what they hold.
     if (!req.volume_id) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
-    if (req.volume_capability?.block) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: dapifs volumes are filesystems, not block devices')
+    if (!req.target_path) throw new CsiError('INVALID_ARGUMENT', 'target_path: is required')
+    if (!req.volume_capability) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: is required')
+    if (req.volume_capability.block) throw new CsiError('INVALID_ARGUMENT', 'volume_capability: dapifs volumes are filesystems, not block devices')
+    const target = this.checkTarget(req.target_path)
     const mountGroup = volumeMountGroup(req)
     const ctx = req.volume_context ?? {}
     let texts: { items: string }
@@ -242,7 +273,7 @@ export class Volumes {
   private kubeletRelease(): KubeletRelease {
     const version = this.followed?.kubeletVersion
     if (version === undefined) {
-      if (!this.saidNoVersion) this.opts.say(`node ${this.followed?.nodeName ?? ''}: its kubelet's version is not known (yet): volumes render as Kubernetes ${NEWEST.name}'s kubelet`)
+      if (!this.saidNoVersion) this.opts.say(`node ${this.followed?.nodeName ?? ''}: its kubelet's version is not known (yet): volumes render as Kubernetes ${NEWEST.name}'s kubelet`, { level: 'warning' })
       this.saidNoVersion = true
       return NEWEST
     }
@@ -256,14 +287,25 @@ export class Volumes {
 
   private published(volumeId: string, target: string, volumeContext: Record<string, string>, request: VolumeRequest, release: KubeletRelease, adoptFd?: number, fsGroup?: number): Published {
     const who = `pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)}`
+    const about = fieldsOf(request, target)
     let p: Published | undefined
     const daemon = new Daemon({
       mountpoint: target,
       settings: { items: request.volume, allocatable: this.fallback, budget: this.budget, release, ...(fsGroup !== undefined ? { fsGroup } : {}) },
-      say: (line) => this.opts.say(`${who}: ${line}`),
+      say: (line, fields) => this.opts.say(`${who}: ${line}`, { ...fields, ...about }),
+      reported: (message, cause) => this.opts.observe?.reported(request.pod, request.volume.name, message, cause),
       allowOther: this.opts.allowOther,
       // Each flip once published; the first generation is recorded by mount(), or was before.
-      flipped: (gen) => { if (p && this.byTarget.get(target) === p) void this.save(p, gen) },
+      flipped: (gen) => {
+        if (!p || this.byTarget.get(target) !== p) return
+        this.opts.observe?.flipped()
+        // Flips coalesce: only the latest generation asked for ends the wait.
+        if (p.updating?.gen === gen) {
+          this.opts.observe?.updated((performance.now() - p.updating.since) / 1000)
+          p.updating = undefined
+        }
+        void this.save(p, gen)
+      },
       kept: { bytes: this.budget.kept, ms: this.budget.keptFor * 1000, node: this.kept },
       ...(adoptFd !== undefined ? { adoptFd } : {}),
     })
@@ -284,7 +326,7 @@ export class Volumes {
     }
     await mkdir(target, { recursive: true, mode: 0o750 })
     try {
-      if (await prepareMountpoint(target)) this.opts.say(`${target}: unmounted a stale mount`)
+      if (await prepareMountpoint(target)) this.opts.say(`${target}: unmounted a stale mount`, fieldsOf(request, target))
       await daemon.start()
     } catch (e) {
       await rmdir(target).catch(() => {})
@@ -295,7 +337,8 @@ export class Volumes {
     this.opts.keeper?.put(target, daemon.sessionFd())
     await this.save(p, daemon.generation!)
     const gen = daemon.generation!
-    this.opts.say(`published pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${target} (${gen.name}, ${gen.projection.files.length} files)`)
+    this.opts.say(`published pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${target} (${gen.name}, ${gen.projection.files.length} files)`,
+      fieldsOf(request, target))
   }
 
   private add(p: Published): void {
@@ -317,7 +360,7 @@ export class Volumes {
     if (!store) return Promise.resolve()
     p.seen = this.followed?.seenAt(p.request.pod.uid) ?? p.seen
     const record: VolumeRecord = { volumeId: p.volumeId, target: p.target, volumeContext: p.volumeContext, ...(p.seen ? { seen: p.seen } : {}), kubelet: p.release.name, generation }
-    p.saved = p.saved.then(() => store.save(record)).catch((e: Error) => this.opts.say(`${p.target}: cannot record its volume in ${store.dir}: ${e.message}`))
+    p.saved = p.saved.then(() => store.save(record)).catch((e: Error) => this.opts.say(`${p.target}: cannot record its volume in ${store.dir}: ${e.message}`, { level: 'error', ...fieldsOf(p.request, p.target) }))
     return p.saved
   }
 
@@ -330,7 +373,7 @@ export class Volumes {
   async recover(): Promise<void> {
     const { store, keeper } = this.opts
     if (!store) return
-    const records = await store.load((file, why) => this.opts.say(`${file}: not a volume record (${why}); ignored`))
+    const records = await store.load((file, why) => this.opts.say(`${file}: not a volume record (${why}); ignored`, { level: 'warning' }))
     const held = keeper?.take() ?? new Map<string, number>()
     for (const r of records) {
       const fd = held.get(r.target)
@@ -342,12 +385,12 @@ export class Volumes {
         request = this.readRequest(this.checkTarget(r.target), r.volumeId, r.volumeContext)
         checkGeneration(r.generation, this.budget)
       } catch (e) {
-        this.opts.say(`${JSON.stringify(r.target)}: its recorded volume is not valid here (${(e as Error).message.replace(/\n/g, ' ')}); unmounting it`)
+        this.opts.say(`${JSON.stringify(r.target)}: its recorded volume is not valid here (${(e as Error).message.replace(/\n/g, ' ')}); unmounting it`, { level: 'warning' })
         await this.forget(r.target, fd)
         continue
       }
       if (fd === undefined) {
-        this.opts.say(`${r.target}: no connection was kept for it (no keeper, or the node restarted); unmounting what is left there`)
+        this.opts.say(`${r.target}: no connection was kept for it (no keeper, or the node restarted); unmounting what is left there`, { level: 'warning', ...fieldsOf(request, r.target) })
         await this.forget(r.target, fd)
         continue
       }
@@ -357,15 +400,15 @@ export class Volumes {
         p.daemon.restore(r.generation)
         await p.daemon.start()
       } catch (e) {
-        this.opts.say(`${r.target}: cannot take over its connection: ${(e as Error).message}; unmounting it`)
+        this.opts.say(`${r.target}: cannot take over its connection: ${(e as Error).message}; unmounting it`, { level: 'error', ...fieldsOf(request, r.target) })
         await this.forget(r.target, fd)
         continue
       }
       this.add(p)
-      this.opts.say(`took over pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${r.target} (${r.generation.name})`)
+      this.opts.say(`took over pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${r.target} (${r.generation.name})`, fieldsOf(request, r.target))
     }
     for (const [target, fd] of held) {
-      this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`)
+      this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`, { level: 'warning', target })
       await this.forget(target, fd)
     }
   }
@@ -394,8 +437,8 @@ export class Volumes {
       p.missingSince ??= now
       if (now - p.missingSince < grace) { next = Math.min(next, p.missingSince + grace); continue }
       p.missingSince = undefined
-      this.opts.say(`pod ${podName(p.request.pod)} (uid ${p.request.pod.uid}) is gone from the API server: unpublishing ${p.target}`)
-      void this.unpublish(p.volumeId, p.target).catch((e: Error) => this.opts.say(`${p.target}: ${e.message}`))
+      this.opts.say(`pod ${podName(p.request.pod)} (uid ${p.request.pod.uid}) is gone from the API server: unpublishing ${p.target}`, fieldsOf(p.request, p.target))
+      void this.unpublish(p.volumeId, p.target).catch((e: Error) => this.opts.say(`${p.target}: ${e.message}`, { level: 'error', ...fieldsOf(p.request, p.target) }))
     }
     clearTimeout(this.orphanTimer)
     if (next < Infinity) this.orphanTimer = setTimeout(() => this.reconcile(), next - now + 1)
@@ -447,8 +490,8 @@ export class Volumes {
   }
 
   async unpublish(volumeId: string, targetPath: string): Promise<void> {
-    const target = this.checkTarget(targetPath)
     if (!volumeId) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
+    const target = this.checkTarget(targetPath)
     this.waiting.get(target)?.abort()
     return this.serial(target, async () => {
       const p = this.byTarget.get(target)
@@ -472,15 +515,17 @@ export class Volumes {
         if (code !== 'ENOENT') throw new CsiError('INTERNAL', `${target}: cannot remove: ${code}`)
       }
       this.opts.say(p ? `unpublished pod ${podName(p.request.pod)}, volume ${JSON.stringify(p.request.volume.name)} at ${target} (was ${p.daemon.generation?.name})`
-        : `unpublished ${target}: nothing was published there`)
+        : `unpublished ${target}: nothing was published there`, p ? fieldsOf(p.request, target) : { target })
     })
   }
 
   /** A pod changed (undefined: the Node did, which concerns them all): queue its volumes. */
   private changed(uid: string | undefined): void {
     if (!this.followed || this.quieted) return
-    if (uid === undefined) for (const u of this.byUid.keys()) this.dirty.add(u)
-    else if (this.byUid.has(uid)) this.dirty.add(uid)
+    const now = performance.now()
+    const mark = (u: string): void => { if (!this.dirty.has(u)) this.dirty.set(u, now) }
+    if (uid === undefined) for (const u of this.byUid.keys()) mark(u)
+    else if (this.byUid.has(uid)) mark(uid)
     void this.drainRenders()
   }
 
@@ -491,22 +536,29 @@ export class Volumes {
     try {
       while (this.dirty.size > 0 && !this.quieted) {
         await turn()
-        const uid = this.dirty.values().next().value!
+        const [uid, since] = this.dirty.entries().next().value!
         this.dirty.delete(uid)
-        await this.rerender(uid)
+        await this.rerender(uid, since)
       }
     } finally {
       this.rendering = false
     }
   }
 
-  /** Renders a pod's volumes again; within its budget, each flips if its files changed. */
-  private async rerender(uid: string): Promise<void> {
+  /**
+   * Renders a pod's volumes again; within its budget, each flips if its files changed. `since`:
+   * when the change came, for the time until its flip is done (observe.updated).
+   */
+  private async rerender(uid: string, since: number): Promise<void> {
     const targets = [...this.byUid.get(uid) ?? []]
     const entry = this.source.byUid(uid)
     if (targets.length === 0 || !entry) return
+    const refuse = (p: Published, message: string, cause?: string): void => {
+      this.opts.observe?.refused()
+      p.daemon.problem(message, cause)
+    }
     if (entry.error || !entry.pod) {
-      for (const p of targets) p.daemon.problem(entry.error ?? `pod ${podName(targets[0]!.request.pod)}: not readable`)
+      for (const p of targets) refuse(p, entry.error ?? `pod ${podName(targets[0]!.request.pod)}: not readable`)
       return
     }
     const pod = withNode(entry.pod, this.node)
@@ -522,16 +574,16 @@ export class Volumes {
     try {
       this.checkPodBytes(targets[0]!.request.pod, rendered.map((r, i) => bytesOf(r instanceof Error ? targets[i]!.daemon.latestGeneration?.projection : r)))
     } catch (e) {
-      for (const p of targets) p.daemon.problem((e as Error).message, causeOf(e as Error))
+      for (const p of targets) refuse(p, (e as Error).message, causeOf(e as Error))
       return
     }
     for (const [i, r] of rendered.entries()) {
       const p = targets[i]!
       if (this.byTarget.get(p.target) !== p) continue // unpublished meanwhile
-      if (r instanceof Error) p.daemon.problem(r.message, causeOf(r))
+      if (r instanceof Error) refuse(p, r.message, causeOf(r))
       else {
         await turn() // rendering was a turn; building its generation is another
-        p.daemon.served(r)
+        if (p.daemon.served(r)) p.updating = { gen: p.daemon.latestGeneration!, since: p.updating?.since ?? since }
       }
     }
   }
@@ -613,6 +665,12 @@ const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve)
 
 function podName(ref: PodRef): string {
   return `${ref.namespace}/${ref.name}`
+}
+
+/** A volume's line, for the JSON log: its pod, name and target. */
+function fieldsOf(request: VolumeRequest, target: string): { pod: PodRef; volume: string; target: string } {
+  const { namespace, name, uid } = request.pod
+  return { pod: { namespace, name, uid }, volume: request.volume.name, target }
 }
 
 /**

@@ -22,6 +22,7 @@ import { causeOf } from '../volume/budget.js'
 import type { PodSink } from '../source/file.js'
 import type { KubeSink } from '../source/kube.js'
 import { Tree } from './tree.js'
+import type { Say } from '../logline.js'
 import { NEWEST } from '../volume/release.js'
 
 const log = createDebug('dapifs:daemon')
@@ -33,7 +34,12 @@ export interface DaemonOptions extends MountOptions {
   uid?: number
   gid?: number
   /** One line for the operator (stderr). */
-  say: (line: string) => void
+  say: Say
+  /**
+   * A problem said for the first time (problem(): once per cause), with the generation still
+   * served: for those who cannot read the operator's log (a Warning event on the pod).
+   */
+  reported?: (message: string, cause: string, serving: Generation | undefined) => void
   /** Flip inside the daemon only, without inotify events (--no-inotify). */
   noInotify?: boolean
   /** Called after each flip, with the generation now served. */
@@ -69,7 +75,7 @@ export class Daemon implements PodSink, KubeSink {
         opts.flipped?.(gen)
       },
       fellBack: (reason) => {
-        if (reason !== this.lastFallback) opts.say(reason)
+        if (reason !== this.lastFallback) opts.say(reason, { level: 'warning' })
         this.lastFallback = reason
       },
       invalidate: (names) => this.mount.invalidate(names),
@@ -178,10 +184,15 @@ export class Daemon implements PodSink, KubeSink {
     }
   }
 
-  /** serve(), for a rendering that came in as an update: a problem reported before is over. */
-  served(projection: Projection): void {
-    if (!this.serve(projection)) log('pod read, files unchanged')
+  /**
+   * serve(), for a rendering that came in as an update: a problem reported before is over.
+   * Whether it flips (to latestGeneration: opts.flipped says when it has).
+   */
+  served(projection: Projection): boolean {
+    const flips = this.serve(projection)
+    if (!flips) log('pod read, files unchanged')
     this.lastProblem = undefined
+    return flips
   }
 
   /** Said once for each cause (the message, unless told), until the next success or another cause. */
@@ -189,7 +200,8 @@ export class Daemon implements PodSink, KubeSink {
     if (cause === this.lastProblem) return
     this.lastProblem = cause
     const gen = this.tree.generation
-    this.opts.say(gen ? `${message} (still serving ${gen.name})` : message)
+    this.opts.say(gen ? `${message} (still serving ${gen.name})` : message, { level: 'warning' })
+    this.opts.reported?.(message, cause, gen)
   }
 
   info(message: string): void {
@@ -198,7 +210,7 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   deleted(message: string): void {
-    this.opts.say(`${message}; still serving its last generation, ${this.tree.generation?.name}`)
+    this.opts.say(`${message}; still serving its last generation, ${this.tree.generation?.name}`, { level: 'warning' })
   }
 }
 

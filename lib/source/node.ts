@@ -15,7 +15,7 @@ import { allocatableFromNode, nodeView } from '../volume/allocatable.js'
 import { asKubeletSeesIt, rfc3339Nano } from '../volume/kubelet-pod.js'
 import { readPod, type NodeView, type Pod } from '../volume/pod.js'
 import type { Allocatable } from '../volume/resource.js'
-import { ListWatch, NamedWatch } from './watch.js'
+import { ListWatch, NamedWatch, type WatchObserver } from './watch.js'
 
 const log = createDebug('dapifs:source:node')
 
@@ -44,6 +44,7 @@ export class NodeSource {
   private readonly listeners = new Set<Listener>()
   private podsListed = false
   private nodeSettled = false
+  private nodeRead = false
   private lastProblem: string | undefined
   /** The node's allocatable; undefined until known, or when the Node cannot be read. */
   allocatable: Allocatable | undefined
@@ -53,7 +54,8 @@ export class NodeSource {
   kubeletVersion: string | undefined
   private nodeKey: string | undefined
 
-  constructor(kc: KubeConfig, readonly nodeName: string, private readonly report: NodeReporter) {
+  constructor(kc: KubeConfig, readonly nodeName: string, private readonly report: NodeReporter,
+    observe?: (resource: 'pods' | 'node') => WatchObserver) {
     const core = kc.makeApiClient(CoreV1Api)
     const fieldSelector = `spec.nodeName=${nodeName}`
     this.podWatch = new ListWatch(kc, {
@@ -69,7 +71,7 @@ export class NodeSource {
       changed: (obj, how) => this.changed(obj, how),
       problem: (m, e) => this.problem(m, e),
       recovered: () => this.recovered(),
-    })
+    }, observe?.('pods'))
     this.nodeWatch = new NamedWatch(kc, {
       what: `node ${nodeName}`,
       path: '/api/v1/nodes',
@@ -85,7 +87,7 @@ export class NodeSource {
         this.problem(this.allocatable ? m : `${m} (unset limits read the fallback allocatable)`, e)
       },
       recovered: () => this.recovered(),
-    })
+    }, observe?.('node'))
   }
 
   start(): void {
@@ -102,6 +104,16 @@ export class NodeSource {
   /** Whether the pods have been listed and the Node settled (read, or given up on for now). */
   get synced(): boolean {
     return this.podsListed && this.nodeSettled
+  }
+
+  /** Whether the pods have been listed, once: from then on, the watch keeps them current. */
+  get podsSynced(): boolean {
+    return this.podsListed
+  }
+
+  /** Whether the Node has been read (or found missing) from the API server, once. */
+  get nodeSynced(): boolean {
+    return this.nodeRead
   }
 
   get size(): number {
@@ -195,6 +207,7 @@ export class NodeSource {
   }
 
   private nodeChanged(obj: unknown): void {
+    this.nodeRead = true
     // The Node changes often (status, heartbeats); only its allocatable and labels concern the volumes.
     const n = obj as { status?: { allocatable?: unknown; nodeInfo?: { kubeletVersion?: unknown } }; metadata?: { labels?: unknown } } | undefined
     const version = n?.status?.nodeInfo?.kubeletVersion

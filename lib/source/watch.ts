@@ -13,7 +13,8 @@
 // a connection that goes silent) is reported and retried. stop() cancels whatever is pending,
 // including a backoff, so nothing is left running after it. This is client-node's informer
 // without its two faults: it stops for good on some errors, and a stop() during its backoff
-// leaks one watch.
+// leaks one watch. An observer (the node agent's metrics) hears each change, each time the watch
+// ends and is made again, and whether it is established.
 
 import { Watch, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
@@ -60,6 +61,16 @@ export interface WatchSink extends Reporting {
   object(obj: unknown | undefined, how: 'listed' | 'added' | 'modified' | 'deleted'): void
 }
 
+/** What the node agent's metrics hear (observe/metrics.ts); nothing here knows them. */
+export interface WatchObserver {
+  /** An ADDED, MODIFIED or DELETED event arrived. */
+  event(): void
+  /** The watch (or its list) ended or failed, and will be started again. */
+  restarted(): void
+  /** Whether a watch request is established (the server answered it, and it has not ended). */
+  up(established: boolean): void
+}
+
 const BACKOFF_MIN_MS = 100
 const BACKOFF_MAX_MS = 5_000
 /** The server ends each watch after about this long; silence beyond it means a dead connection. */
@@ -76,7 +87,8 @@ export class ListWatch {
   /** Incremented per attempt: callbacks of an attempt that was given up are ignored. */
   private attempt = 0
 
-  constructor(private readonly kc: KubeConfig, private readonly target: CollectionTarget, private readonly sink: CollectionSink) {}
+  constructor(private readonly kc: KubeConfig, private readonly target: CollectionTarget, private readonly sink: CollectionSink,
+    private readonly observer?: WatchObserver) {}
 
   start(): void {
     this.stopped = false
@@ -90,6 +102,13 @@ export class ListWatch {
     clearTimeout(this.idle)
     this.abort?.abort()
     this.abort = undefined
+    this.observer?.up(false)
+  }
+
+  /** The current attempt ended: it will be made again. */
+  private ended(): void {
+    this.observer?.up(false)
+    this.observer?.restarted()
   }
 
   private later(fn: () => void, ms: number): void {
@@ -98,6 +117,7 @@ export class ListWatch {
   }
 
   private fail(message: string, err: unknown, then: () => void): void {
+    this.ended()
     this.failing = true
     this.sink.problem(`${this.target.what}: ${message}`, err)
     const wait = this.backoff
@@ -148,6 +168,7 @@ export class ListWatch {
       this.idle = setTimeout(() => {
         if (!current()) return
         log('%s: watch silent for too long; reconnecting', this.target.what)
+        this.ended()
         this.attempt++
         this.abort?.abort()
         void this.watch()
@@ -161,6 +182,7 @@ export class ListWatch {
       const rv = (obj as { metadata?: { resourceVersion?: string } })?.metadata?.resourceVersion
       switch (type) {
         case 'ADDED': case 'MODIFIED': case 'DELETED':
+          this.observer?.event()
           if (rv) this.rv = rv
           this.sink.changed(obj, type === 'ADDED' ? 'added' : type === 'MODIFIED' ? 'modified' : 'deleted')
           break
@@ -184,18 +206,23 @@ export class ListWatch {
       this.abort = undefined
       const status = (err as { statusCode?: number } | null)?.statusCode
       if (this.rv === undefined || status === 410) {
+        this.ended()
         if (status === 410) this.sink.problem(`${this.target.what}: resourceVersion too old (410 Gone); listing again`, err)
         this.later(() => void this.list(), 0)
       } else if (err && !isAbort(err)) {
         this.fail(describeError(err, 'watch'), err, () => void this.watch())
       } else {
+        this.ended()
         this.later(() => void this.watch(), 0)
       }
     }
     try {
       const controller = await new Watch(this.kc).watch(this.target.path, params, onEvent, onDone)
       if (!current()) controller.abort()
-      else this.abort = controller
+      else {
+        this.abort = controller
+        this.observer?.up(true)
+      }
     } catch (e) {
       onDone(e)
     }
@@ -204,14 +231,14 @@ export class ListWatch {
 
 /** One object, by name: its absence is news too. */
 export class NamedWatch extends ListWatch {
-  constructor(kc: KubeConfig, target: WatchTarget, sink: WatchSink) {
+  constructor(kc: KubeConfig, target: WatchTarget, sink: WatchSink, observer?: WatchObserver) {
     const { name } = target
     super(kc, { what: target.what, path: target.path, fieldSelector: `metadata.name=${name}`, list: target.list }, {
       listed: (items) => sink.object(items.find((o) => nameOf(o) === name), 'listed'),
       changed: (obj, how) => { if (nameOf(obj) === name) sink.object(how === 'deleted' ? undefined : obj, how) },
       problem: (m, e) => sink.problem(m, e),
       ...(sink.recovered ? { recovered: () => sink.recovered!() } : {}),
-    })
+    }, observer)
   }
 }
 
