@@ -5,9 +5,9 @@ import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { allocatableFromNode, nodeView } from './volume/allocatable.js'
+import { allocatableFromNode, nodeLabels } from './volume/allocatable.js'
 import { parseId, parsePodText, readSettings, readText, volumeOf, type InputFlags, type Settings } from './volume/input.js'
-import { readPod, withNode, type Pod } from './volume/pod.js'
+import { readPod, type Pod } from './volume/pod.js'
 import { project, type Projection } from './volume/projection.js'
 import { serve, type ServeFlags } from './serve.js'
 import { InputError } from './volume/shape.js'
@@ -113,7 +113,8 @@ export function renderJson(p: Projection): string {
 
 function renderPod(pod: Pod, settings: Settings, where: string): Projection {
   try {
-    return project(withNode(pod, settings.node), volumeOf(pod, settings), settings)
+    const node = { allocatable: settings.allocatable, labels: settings.nodeLabels ?? new Map<string, string>() }
+    return project(pod, volumeOf(pod, settings), { ...settings, node })
   } catch (e) {
     if (e instanceof InputError && !e.where.startsWith('--')) throw new InputError(where, e.message)
     throw e
@@ -141,7 +142,7 @@ async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projec
   if (pod.nodeName) {
     try {
       const node = await core.readNode({ name: pod.nodeName })
-      settings = { ...settings, node: nodeView(node) }
+      settings = { ...settings, nodeLabels: nodeLabels(node) }
       if (flags.nodeAllocatable === undefined) settings.allocatable = allocatableFromNode(node.status?.allocatable as Record<string, unknown> | undefined)
     } catch (e) {
       if (e instanceof InputError) throw new InputError(who, e.message)

@@ -12,8 +12,7 @@ import { Daemon } from './fs/daemon.js'
 import { readPodFile, readSettings, volumeOf, type InputFlags } from './volume/input.js'
 import { nativeBuild, nativeLayer } from './fs/mount.js'
 import { prepareMountpoint } from './fs/mountpoint.js'
-import type { Pod } from './volume/pod.js'
-import type { Allocatable } from './volume/resource.js'
+import type { NodeView, Pod } from './volume/pod.js'
 import { InputError } from './volume/shape.js'
 import { FileSource } from './source/file.js'
 import type { KubeSource } from './source/kube.js'
@@ -84,9 +83,9 @@ export async function serve(mountpoint: string, flags: ServeFlags, hint?: (mnt: 
     let mounted = false
     let first: { pod: Pod; error?: unknown } | undefined
     const kube: KubeSource = new KubeSource(kc, context, ref.namespace, ref.name, {
-      update: (p: Pod, allocatable: Allocatable | undefined) => {
-        if (mounted) return daemon.update(p, allocatable)
-        try { daemon.apply(p, allocatable); first = { pod: p } } catch (e) { first = { pod: p, error: e } }
+      update: (p: Pod, node: Partial<NodeView> | undefined) => {
+        if (mounted) return daemon.update(p, node)
+        try { daemon.apply(p, node); first = { pod: p } } catch (e) { first = { pod: p, error: e } }
       },
       problem: (m) => daemon.problem(m),
       info: (m) => daemon.info(m),

@@ -30,21 +30,21 @@ const BIG = { big: 'x'.repeat(250 * KiB) } // within the API server's 256 KiB fo
 
 t.test('a volume over a budget is refused with the budget and the figure', async (t) => {
   const over = podWith(annotationsItems(1001))
-  t.throws(() => project(over, pickVolume(over), { allocatable: ALLOC }),
+  t.throws(() => project(over, pickVolume(over), { node: { allocatable: ALLOC, labels: new Map() } }),
     { message: 'volume "v": has 1,001 items, over the budget of 1,000 items (--budget items=...)' })
   const bytes = podWith(annotationsItems(9), BIG)
-  t.throws(() => project(bytes, pickVolume(bytes), { allocatable: ALLOC }),
+  t.throws(() => project(bytes, pickVolume(bytes), { node: { allocatable: ALLOC, labels: new Map() } }),
     { message: 'volume "v": renders 2,304,054 bytes, over the budget of 2 MiB (--budget volume=...)' })
   const file = podWith(annotationsItems(1), BIG)
-  t.throws(() => project(file, pickVolume(file), { allocatable: ALLOC, budget: { ...DEFAULT_VOLUME_BUDGET, file: 100 * KiB } }),
+  t.throws(() => project(file, pickVolume(file), { node: { allocatable: ALLOC, labels: new Map() }, budget: { ...DEFAULT_VOLUME_BUDGET, file: 100 * KiB } }),
     { message: 'volume "v", item "a0": renders 256,006 bytes, over the budget of 100 KiB (--budget file=...)' })
   const fits = podWith(annotationsItems(8), BIG)
-  t.equal(project(fits, pickVolume(fits), { allocatable: ALLOC }).files.length, 8, 'eight copies of the largest annotations fit')
+  t.equal(project(fits, pickVolume(fits), { node: { allocatable: ALLOC, labels: new Map() } }).files.length, 8, 'eight copies of the largest annotations fit')
 })
 
 t.test('each distinct item is rendered once, and its files share their bytes', async (t) => {
   const pod = podWith([...annotationsItems(8), { path: 'l', fieldRef: { fieldPath: 'metadata.labels' } }], BIG)
-  const files = project(pod, pickVolume(pod), { allocatable: ALLOC }).files
+  const files = project(pod, pickVolume(pod), { node: { allocatable: ALLOC, labels: new Map() } }).files
   const shared = new Set(files.filter((f) => f.path.startsWith('a')).map((f) => f.data))
   t.equal(shared.size, 1, 'one buffer for the eight annotations files')
   t.equal(files.find((f) => f.path === 'l')!.data.toString(), 'a="1"')

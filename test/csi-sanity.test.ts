@@ -1,4 +1,4 @@
-// Conformance: csi-sanity, the Kubernetes CSI project's own suite (scripts/csi-sanity.sh builds it
+// Conformance: csi-sanity, the Kubernetes CSI project's own suite (scripts/go-tool.sh csi-sanity builds it
 // at a pinned version), against `dapifs csi` with a real kube-apiserver behind it. Every Identity
 // and Node test that applies to a node-only driver of ephemeral volumes passes; what is skipped,
 // and why (docs/observability.md):
@@ -60,11 +60,11 @@ function cases(xml: string): Case[] {
 
 async function main(): Promise<void> {
   if (!(await needApiServer('csi-sanity'))) return
-  const built = await run('bash', ['scripts/csi-sanity.sh', 'built'])
+  const built = await run('bash', ['scripts/go-tool.sh', 'csi-sanity', 'built'])
   const sanity = built.stdout.toString().trim()
   if (built.code !== 0) {
-    if (process.env.CI) t.fail('csi-sanity is not built in CI (.ci/run builds it: scripts/csi-sanity.sh build)')
-    else t.test('csi-sanity', { skip: 'csi-sanity is not built: scripts/csi-sanity.sh build' }, async () => {})
+    if (process.env.CI) t.fail('csi-sanity is not built in CI (.ci/run builds it: scripts/go-tool.sh csi-sanity build)')
+    else t.test('csi-sanity', { skip: 'csi-sanity is not built: scripts/go-tool.sh csi-sanity build' }, async () => {})
     return
   }
 

@@ -5,7 +5,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { readPod, pickVolume, readDownwardAPISource, withNode, type Pod } from '../lib/volume/pod.js'
+import { readPod, pickVolume, readDownwardAPISource, type Pod } from '../lib/volume/pod.js'
 import { project, type Projection } from '../lib/volume/projection.js'
 import { readVolumeContext } from '../lib/csi/attributes.js'
 import { Volumes, CsiError } from '../lib/csi/volumes.js'
@@ -89,14 +89,17 @@ const WANT: Record<string, string> = {
 const itemsVolume = (items: unknown[], extensions: 'allowed' | 'refused' = 'allowed') =>
   readDownwardAPISource(new Shape({ items }, ''), '--items', extensions)
 
-function render(pod: Pod, items: unknown[], extensions: 'allowed' | 'refused' = 'allowed'): Projection {
-  return project(pod, itemsVolume(items, extensions), { allocatable: ALLOC })
+/** A Node: the allocatable, and its labels (none unless given). */
+const node = (labels = new Map<string, string>()) => ({ allocatable: ALLOC, labels })
+
+function render(pod: Pod, items: unknown[], extensions: 'allowed' | 'refused' = 'allowed', labels?: Map<string, string>): Projection {
+  return project(pod, itemsVolume(items, extensions), { node: node(labels) })
 }
 
 const text = (p: Projection): Record<string, string> => Object.fromEntries(p.files.map((f) => [f.path, f.data.toString()]))
 
 t.test('every extension and format, exact bytes', async (t) => {
-  const got = text(render(withNode(readPod(POD), { labels: NODE_LABELS }), ALL_ITEMS))
+  const got = text(render(readPod(POD), ALL_ITEMS, 'allowed', NODE_LABELS))
   t.same(got, WANT)
   for (const [p, want] of Object.entries(WANT)) t.equal(got[p], want, p)
 })
@@ -113,7 +116,7 @@ t.test('before the pod is scheduled and has addresses; a pod without a Node', as
 })
 
 t.test('errors name the item, one line', async (t) => {
-  const pod = withNode(readPod(POD), { labels: NODE_LABELS })
+  const pod = readPod(POD)
   const cases: [unknown, string][] = [
     [item('x', 'spec.bogus'), 'volume "--items", item "x": unsupported fieldPath: spec.bogus (dapifs items allow metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, ' +
       "metadata.labels['<KEY>'], metadata.annotations['<KEY>'], and the extensions spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs, " +
@@ -130,7 +133,7 @@ t.test('errors name the item, one line', async (t) => {
     [{ path: 'x', format: 'json', resourceFieldRef: { containerName: 'main', resource: 'limits.cpu' } }, 'volume "--items", item "x": format: json is not available for a resourceFieldRef (only for metadata.labels, metadata.annotations, node.metadata.labels, metadata.ownerReferences)'],
     [{ path: 'x', fieldRef: { fieldPath: 'spec.nodeName', apiVersion: 'v2' } }, 'volume "--items", item "x": unsupported pod version: v2 (fieldRef.apiVersion must be v1)'],
   ]
-  for (const [it, message] of cases) t.throws(() => render(pod, [it]), { message }, message.slice(27, 90))
+  for (const [it, message] of cases) t.throws(() => render(pod, [it], 'allowed', NODE_LABELS), { message }, message.slice(27, 90))
   t.throws(() => itemsVolume([{ path: 'x', format: 1, fieldRef: { fieldPath: 'metadata.labels' } }]), { message: 'items[0].format: must be a string, not number 1' })
   t.throws(() => readPod({ metadata: { ownerReferences: [{ controller: 'yes' }] } }), { message: 'metadata.ownerReferences[0].controller: must be true or false, not the string "yes"' })
 })
@@ -153,10 +156,10 @@ t.test('a pod\'s own volume stays the kubelet\'s', async (t) => {
   const own = (items: unknown[]): Pod => readPod({ ...POD, spec: { ...POD.spec, volumes: [{ name: 'v', downwardAPI: { items } }] } })
   for (const fp of ['spec.nodeName', 'status.podIP', 'metadata.ownerReferences', 'node.metadata.labels', "spec.containers['main'].image"]) {
     const pod = own([item('x', fp)])
-    t.throws(() => project(pod, pickVolume(pod), { allocatable: ALLOC }), { message: `volume "v", item "x": unsupported fieldPath: ${fp} (a volume allows metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['<KEY>'], metadata.annotations['<KEY>'])` }, fp)
+    t.throws(() => project(pod, pickVolume(pod), { node: node() }), { message: `volume "v", item "x": unsupported fieldPath: ${fp} (a volume allows metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['<KEY>'], metadata.annotations['<KEY>'])` }, fp)
   }
   const pod = own([item('labels', 'metadata.labels', 'json')])
-  t.same(text(project(pod, pickVolume(pod), { allocatable: ALLOC })), { labels: '123="x"\napp="web"' }, 'format is not a field of the kubelet\'s items: the kubelet\'s bytes')
+  t.same(text(project(pod, pickVolume(pod), { node: node() })), { labels: '123="x"\napp="web"' }, 'format is not a field of the kubelet\'s items: the kubelet\'s bytes')
 })
 
 t.test('a pod the API server would refuse does not render, naming the field', async (t) => {
@@ -183,24 +186,24 @@ t.test('a pod the API server would refuse does not render, naming the field', as
   ]
   for (const [raw, message] of cases) {
     const pod = readPod(raw)
-    t.throws(() => project(pod, pickVolume(pod, 'v'), { allocatable: ALLOC }), { message }, message.slice(0, 60))
+    t.throws(() => project(pod, pickVolume(pod, 'v'), { node: node() }), { message }, message.slice(0, 60))
   }
   const fine = readPod(named({ overhead: { cpu: '250m' } }, {
     // A Date: @kubernetes/client-node's typed objects hold times parsed already.
     metadata: { name: 'p', creationTimestamp: '2026-11-21T11:39:14Z', deletionTimestamp: new Date('2026-11-21T11:40:00Z'), managedFields: [{ time: '2026-11-21T11:39:14.123+01:00' }] },
     status: { startTime: '2024-02-29T23:59:59Z', conditions: [{ lastProbeTime: null }] },
   }))
-  t.same(text(project(fine, pickVolume(fine), { allocatable: ALLOC })), { name: 'p' }, 'valid quantities and times, null times: renders')
+  t.same(text(project(fine, pickVolume(fine), { node: node() })), { name: 'p' }, 'valid quantities and times, null times: renders')
   // An item that reads the bad quantity keeps the item's error, as before.
   const read = readPod(named({ containers: [{ name: 'main', resources: { limits: { cpu: 'abc' } } }], volumes: [{ name: 'v', downwardAPI: { items: [{ path: 'cpu', resourceFieldRef: { containerName: 'main', resource: 'limits.cpu' } }] } }] }))
-  t.throws(() => project(read, pickVolume(read), { allocatable: ALLOC }), { message: /^volume "v", item "cpu": spec\.containers\[0\]\.resources\.limits\.cpu: quantities must match/ })
+  t.throws(() => project(read, pickVolume(read), { node: node() }), { message: /^volume "v", item "cpu": spec\.containers\[0\]\.resources\.limits\.cpu: quantities must match/ })
 })
 
 t.test('the CSI driver answers INVALID_ARGUMENT for such a pod, naming container and resource', async (t) => {
   // The API server refuses such a pod, so it can only be given to the driver's volumes directly.
   const bad = readPod({ ...POD, spec: { ...POD.spec, containers: [...POD.spec.containers, { name: 'extra', resources: { limits: { memory: '12 Mi' } } }] } })
   const source = {
-    synced: true, nodeName: 'node-1', allocatable: ALLOC, node: { labels: NODE_LABELS },
+    synced: true, nodeName: 'node-1', node: { allocatable: ALLOC, labels: NODE_LABELS },
     listen: () => () => {},
     byUid: (uid: string) => (uid === 'u-1' ? { namespace: 'shop', name: 'web-1', uid, pod: bad } : undefined),
     byName: () => undefined,

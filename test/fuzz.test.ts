@@ -96,7 +96,7 @@ t.test(`${CASES} adversarial pods: render with invariants, or fail with one line
     const raw = genPod(rng)
     try {
       const pod = readPod(raw)
-      const p = project(pod, pickVolume(pod), { allocatable })
+      const p = project(pod, pickVolume(pod), { node: { allocatable, labels: new Map() } })
       rendered++
       const paths = p.files.map((f) => f.path)
       if (new Set(paths).size !== paths.length) problems.push(`case ${i}: duplicate paths`)

@@ -13,6 +13,8 @@
 //   3. An upgrade to a second build of the image (another tag), then `kubectl delete pod` of the
 //      agent, with readers looping in the pod: 0 failed reads; the longest wait is reported.
 //   4. Uninstall: nothing of dapifs left on the node (mounts, records, sockets, processes).
+// And once more through the Helm chart (charts/dapifs, with helm from scripts/go-tool.sh), on the
+// newest release: its install, upgrade and uninstall blocks.
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -212,7 +214,10 @@ function leftovers(): string[] {
   return left
 }
 
-async function install(t: Test, release: string): Promise<void> {
+/** How the doc installs: with kubectl (install.yaml, kustomize), or with the Helm chart. */
+type Via = 'manifests' | 'helm'
+
+async function install(t: Test, release: string, via: Via = 'manifests'): Promise<void> {
   const tars = (await Promise.all(TAGS.map((tag) => run('bash', ['scripts/image.sh', 'built', tag], { timeoutMs: 60_000 }))))
     .map((r) => r.stdout.toString().trim())
   const node = await startNode(t, { release, kubeletDir: KUBELET_DIR, apiPort: 443, images: tars })
@@ -220,9 +225,12 @@ async function install(t: Test, release: string): Promise<void> {
   const work = mkdtempSync(path.join(os.tmpdir(), 'dapifs-install-'))
   t.teardown(() => rmSync(work, { recursive: true, force: true }))
   cpSync('examples', path.join(work, 'examples'), { recursive: true })
+  cpSync('charts', path.join(work, 'charts'), { recursive: true })
   const bin = path.join(work, 'bin')
   mkdirSync(bin)
   cpSync(KUBECTL, path.join(bin, 'kubectl'))
+  const helm = (await run('bash', ['scripts/go-tool.sh', 'helm', 'built'])).stdout.toString().trim()
+  if (helm) cpSync(helm, path.join(bin, 'helm'))
   const x: Install = {
     node, work,
     sh: async (name, tag) => {
@@ -236,12 +244,13 @@ async function install(t: Test, release: string): Promise<void> {
     },
   }
   const apps = node.kc.makeApiClient(AppsV1Api)
-  const [first, second] = release === '1.20.2' ? ['install.yaml', 'kustomize'] : ['kustomize', 'install.yaml']
+  const [first, second] = via === 'helm' ? ['helm', undefined] : release === '1.20.2' ? ['install.yaml', 'kustomize'] : ['kustomize', 'install.yaml']
+  const [upgradeBlock, uninstallBlock] = via === 'helm' ? ['helm-upgrade', 'helm-uninstall'] : [first, 'uninstall']
   const labels: Record<string, string> = { app: 'install', rev: '0', 'example.com/team': 'a.b_c-d' }
 
   await t.test(`1. the install (${first}), literally: both DaemonSets Ready, the driver registered from its container`, async (t) => {
     const t0 = performance.now()
-    const out = await x.sh(first, TAGS[0])
+    const out = await x.sh(first!, TAGS[0])
     t.comment(out.trim())
     await waitForDaemonSets(apps, 120_000)
     const ready = seconds(t0)
@@ -258,6 +267,7 @@ async function install(t: Test, release: string): Promise<void> {
     t.match(log, /context inClusterContext/, 'with its ServiceAccount')
     t.ok(existsSync(path.join(KUBELET_DIR, 'plugins_registry', `${DRIVER}-reg.sock`)), 'its registration socket is in the kubelet\'s directory')
 
+    if (second === undefined) return
     // The other way of installing applies the same objects: nothing changes. (An API server of
     // 1.20 drops the CSIDriver's requiresRepublish, so kubectl sends it again at every apply and
     // says "configured", and the server drops it again: manifests.test.ts.)
@@ -305,7 +315,7 @@ async function install(t: Test, release: string): Promise<void> {
   })
 
   await t.test('3. an upgrade to a second build, then a restart of the agent: the readers never fail', async (t) => {
-    const upgrade = await replaceAgent(t, node, labels, '2', TAGS[1], () => x.sh(first, TAGS[1]))
+    const upgrade = await replaceAgent(t, node, labels, '2', TAGS[1], () => x.sh(upgradeBlock, TAGS[1]))
     const [keeper] = await podsOf(node, 'keeper')
     t.equal(keeper!.spec!.containers[0]!.image, image(TAGS[0]), 'the keeper still runs the first build')
     const restart = await replaceAgent(t, node, labels, '3', TAGS[1], () => x.sh('restart', TAGS[1]))
@@ -318,7 +328,7 @@ async function install(t: Test, release: string): Promise<void> {
     await node.waitForPodGone(NS, 'both', 60_000)
     t.comment(`the pod deleted and gone from the API server in ${seconds(t0)} s`)
     const t1 = performance.now()
-    const out = await x.sh('uninstall', TAGS[1])
+    const out = await x.sh(uninstallBlock, TAGS[1])
     t.comment(`${out.trim().split('\n').join('; ')} (kubectl delete returned after ${seconds(t1)} s)`)
     await until('no dapifs pod', 90_000, async () =>
       (await node.core.listNamespacedPod({ namespace: 'dapifs' })).items.length === 0 ? true : undefined)
@@ -341,6 +351,16 @@ async function main(): Promise<void> {
     t.test(`the install on Kubernetes ${release}`, async (t) => {
       t.setTimeout(600_000)
       await install(t, release)
+    })
+  }
+  const newest = RELEASES[RELEASES.length - 1]!
+  if ((await run('bash', ['scripts/go-tool.sh', 'helm', 'built'])).code !== 0) {
+    if (process.env.CI) t.fail('helm is not built in CI (.ci/run builds it: scripts/go-tool.sh helm build)')
+    else t.test('the install through the Helm chart', { skip: 'helm is not built: scripts/go-tool.sh helm build' }, async () => {})
+  } else if (await needNode(`the install through the Helm chart on Kubernetes ${newest}`, newest)) {
+    t.test(`the install through the Helm chart on Kubernetes ${newest}`, async (t) => {
+      t.setTimeout(600_000)
+      await install(t, newest, 'helm')
     })
   }
 }

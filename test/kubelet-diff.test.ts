@@ -67,7 +67,7 @@ for (const name of RELEASES) {
       let ourError: string | undefined
       try {
         const pod = readPod(c.pod)
-        const p = project(pod, pickVolume(pod), { allocatable: allocatableFromNode(c.allocatable), release })
+        const p = project(pod, pickVolume(pod), { node: { allocatable: allocatableFromNode(c.allocatable), labels: new Map() }, release })
         ours = Object.fromEntries(p.files.map((f) => [f.path, { data: f.data.toString('base64'), mode: f.mode }]))
       } catch (e) {
         ourError = (e as Error).message

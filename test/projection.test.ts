@@ -23,7 +23,7 @@ function podWith(items: unknown[], extra: { resources?: unknown; defaultMode?: n
 
 function render(pod: unknown, node: Allocatable = NODE, fsGroup?: number): Projection {
   const p = readPod(pod)
-  return project(p, pickVolume(p), fsGroup !== undefined ? { allocatable: node, fsGroup } : { allocatable: node })
+  return project(p, pickVolume(p), fsGroup !== undefined ? { node: { allocatable: node, labels: new Map() }, fsGroup } : { node: { allocatable: node, labels: new Map() } })
 }
 
 const text = (p: Projection): Record<string, string> => Object.fromEntries(p.files.map((f) => [f.path, f.data.toString()]))
@@ -166,7 +166,7 @@ t.test('items: nesting, duplicates, conflicts, bad items', async (t) => {
   const projected = readPod({ metadata: { name: 'p' }, spec: { volumes: [{ name: 'pv', projected: { sources: [
     { downwardAPI: { items: [{ path: 'x', fieldRef: name }] } }, { configMap: { name: 'cm' } },
     { downwardAPI: { items: [{ path: 'x/', fieldRef: ns }] } }] } }] } })
-  t.throws(() => project(projected, pickVolume(projected), { allocatable: NODE }), { message: 'volume "pv", item "x/": conflicting duplicate paths' })
+  t.throws(() => project(projected, pickVolume(projected), { node: { allocatable: NODE, labels: new Map() } }), { message: 'volume "pv", item "x/": conflicting duplicate paths' })
   t.throws(() => render(podWith([{ path: 'a', fieldRef: name }, { path: 'a/b', fieldRef: name }])), { message: 'volume "v", item "a/b": path conflicts with item "a", which is a file' })
   t.throws(() => render(podWith([{ path: 'x' }])), { message: 'volume "v", item "x": one of fieldRef and resourceFieldRef is required' })
   t.throws(() => render(podWith([{ path: 'x', fieldRef: name, resourceFieldRef: { containerName: 'c', resource: 'limits.cpu' } }])), { message: /can not be specified simultaneously/ })

@@ -48,7 +48,7 @@ import { Daemon } from '../fs/daemon.js'
 import { KeptBytes } from '../fs/kept.js'
 import { DAPIFS_FSTYPE, lazyUnmount, mounts, prepareMountpoint } from '../fs/mountpoint.js'
 import { DEFAULT_NODE_LABEL_KEYS, nodeLabelKeyOf, nodeViewFor, type NodeLabelKeys } from '../volume/extensions.js'
-import { withNode, type NodeView, type Pod } from '../volume/pod.js'
+import type { NodeView, Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
 import type { NodeSource } from '../source/node.js'
 import { NEWEST, parseRelease, type KubeletRelease } from '../volume/release.js'
@@ -169,7 +169,7 @@ export class Volumes {
   /** Parses the items pod authors write, off this thread. */
   private readonly parser = new AttributeParser()
   /** The Node as pods may see it, for the source's latest Node. */
-  private nodeSeen: { of: NodeView; view: NodeView } | undefined
+  private nodeSeen: { of: Partial<NodeView>; view: Partial<NodeView> } | undefined
   private saidNoVersion = false
 
   constructor(private readonly opts: VolumesOptions) {
@@ -178,10 +178,9 @@ export class Volumes {
     this.nodeLabelKeys = opts.nodeLabelKeys ?? new Set(DEFAULT_NODE_LABEL_KEYS)
   }
 
-  /** The Node, with only the labels pods may read. */
-  private get node(): NodeView | undefined {
+  /** What is known of the Node, with only the labels pods may read. */
+  private get node(): Partial<NodeView> {
     const node = this.source.node
-    if (!node) return undefined
     if (this.nodeSeen?.of !== node) this.nodeSeen = { of: node, view: nodeViewFor(node, this.nodeLabelKeys) }
     return this.nodeSeen.view
   }
@@ -316,7 +315,7 @@ export class Volumes {
     const p = this.published(volumeId, target, volumeContext, request, release, undefined, fsGroup)
     const { daemon } = p
     try {
-      const projection = daemon.render(withNode(pod, this.node), this.source.allocatable)
+      const projection = daemon.render(pod, this.node)
       const others = [...this.byUid.get(request.pod.uid) ?? []].map((o) => bytesOf(o.daemon.latestGeneration?.projection))
       this.checkPodBytes(request.pod, [...others, bytesOf(projection)])
       await turn() // rendering was one turn; building the generation's nodes is the next
@@ -561,11 +560,12 @@ export class Volumes {
       for (const p of targets) refuse(p, entry.error ?? `pod ${podName(targets[0]!.request.pod)}: not readable`)
       return
     }
-    const pod = withNode(entry.pod, this.node)
+    const { pod } = entry
+    const node = this.node
     const rendered: (Projection | Error)[] = []
     for (const p of targets) {
       try {
-        rendered.push(p.daemon.render(pod, this.source.allocatable))
+        rendered.push(p.daemon.render(pod, node))
       } catch (e) {
         rendered.push(e as Error)
       }

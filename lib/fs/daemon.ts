@@ -14,7 +14,7 @@ import { Flipper } from './flip.js'
 import { Generations, sameContent, type Generation } from '../volume/generation.js'
 import { volumeOf, type Settings } from '../volume/input.js'
 import { Mount, nativeLayer, type MountOptions } from './mount.js'
-import { withNode, type Pod } from '../volume/pod.js'
+import type { NodeView, Pod } from '../volume/pod.js'
 import { project, type Projection } from '../volume/projection.js'
 import type { KeptBytes } from './kept.js'
 import type { Allocatable } from '../volume/resource.js'
@@ -92,19 +92,19 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   /**
-   * The files this volume serves for the pod (with its node's allocatable and labels, or else the
-   * settings' stand-ins: --node-allocatable or this machine's, --node-labels). Throws (InputError)
-   * if it cannot be rendered. Changes nothing: serve() does.
+   * The files this volume serves for the pod and what its source knows of its Node; what it does
+   * not know, the settings stand in for (--node-allocatable or this machine's, --node-labels).
+   * Throws (InputError) if it cannot be rendered. Changes nothing: serve() does.
    */
-  render(pod: Pod, allocatable?: Allocatable): Projection {
+  render(pod: Pod, node?: Partial<NodeView>): Projection {
     const { settings } = this.opts
     const opts = {
-      allocatable: allocatable ?? settings.allocatable,
+      node: { allocatable: node?.allocatable ?? settings.allocatable, labels: node?.labels ?? settings.nodeLabels ?? new Map<string, string>() },
       ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}),
       ...(settings.budget ? { budget: settings.budget } : {}),
       ...(settings.release ? { release: settings.release } : {}),
     }
-    return project(pod.node ? pod : withNode(pod, settings.node), volumeOf(pod, settings), opts)
+    return project(pod, volumeOf(pod, settings), opts)
   }
 
   /** Flips to a rendering if its files differ from the latest generation's; whether it does. */
@@ -119,8 +119,8 @@ export class Daemon implements PodSink, KubeSink {
   }
 
   /** render(), then serve(). */
-  apply(pod: Pod, allocatable?: Allocatable): boolean {
-    return this.serve(this.render(pod, allocatable))
+  apply(pod: Pod, node?: Partial<NodeView>): boolean {
+    return this.serve(this.render(pod, node))
   }
 
   /** The latest generation asked for: the one served, or the one on its way. */
@@ -176,9 +176,9 @@ export class Daemon implements PodSink, KubeSink {
     this.update(pod, undefined)
   }
 
-  update(pod: Pod, allocatable: Allocatable | undefined): void {
+  update(pod: Pod, node: Partial<NodeView> | undefined): void {
     try {
-      this.served(this.render(pod, allocatable))
+      this.served(this.render(pod, node))
     } catch (e) {
       this.problem((e as Error).message, causeOf(e as Error))
     }

@@ -15,17 +15,16 @@ import os from 'node:os'
 import path from 'node:path'
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode, nodeView } from '../volume/allocatable.js'
-import { readPod, withNode, type NodeView, type Pod } from '../volume/pod.js'
-import type { Allocatable } from '../volume/resource.js'
+import { allocatableFromNode, nodeLabels } from '../volume/allocatable.js'
+import { readPod, type NodeView, type Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
 import { NamedWatch } from './watch.js'
 
 const log = createDebug('dapifs:source:kube')
 
 export interface KubeSink {
-  /** The pod and its node's allocatable (undefined: use the fallback). */
-  update(pod: Pod, allocatable: Allocatable | undefined): void
+  /** The pod, and what is known of its Node (what is not: the fallback stands in). */
+  update(pod: Pod, node: Partial<NodeView> | undefined): void
   problem(message: string): void
   info(message: string): void
   deleted(message: string): void
@@ -79,8 +78,8 @@ export class KubeSource {
   private nodeWatch: NamedWatch | undefined
   private nodeName: string | undefined
   private pod: Pod | undefined
-  private allocatable: Allocatable | undefined
-  private node: NodeView | undefined
+  /** What is known of the pod's Node: its allocatable, its labels. */
+  private node: Partial<NodeView> = {}
   private nodeSettled = false
   private live = false
   private settle: { resolve: () => void; reject: (e: Error) => void } | undefined
@@ -152,8 +151,7 @@ export class KubeSource {
     this.nodeWatch?.stop()
     this.nodeWatch = undefined
     this.nodeName = nodeName
-    this.allocatable = undefined
-    this.node = undefined
+    this.node = {}
     this.nodeSettled = nodeName === undefined
     if (nodeName === undefined) {
       this.sink.info(`${this.who} is not scheduled yet: unset limits read the fallback allocatable until it is`)
@@ -172,7 +170,7 @@ export class KubeSource {
       problem: (msg, err) => {
         // Without its node the pod can still be served: with the last allocatable seen, or else
         // the fallback.
-        const fallback = this.allocatable === undefined
+        const fallback = this.node.allocatable === undefined
         if (!this.nodeSettled) { this.nodeSettled = true; this.emit() }
         this.problem(fallback ? `${msg} (unset limits read the fallback allocatable)` : msg, err)
       },
@@ -182,20 +180,20 @@ export class KubeSource {
 
   private nodeChanged(nodeName: string, obj: unknown): void {
     if (nodeName !== this.nodeName) return
+    const node: Partial<NodeView> = {}
     try {
       const allocatable = (obj as { status?: { allocatable?: Record<string, unknown> } } | undefined)?.status?.allocatable
-      this.allocatable = obj === undefined ? undefined : allocatableFromNode(allocatable)
-      if (obj === undefined) this.sink.problem(`node ${nodeName} not found: unset limits read the fallback allocatable`)
+      if (obj !== undefined) node.allocatable = allocatableFromNode(allocatable)
+      else this.sink.problem(`node ${nodeName} not found: unset limits read the fallback allocatable`)
     } catch (e) {
-      this.allocatable = undefined
       this.sink.problem(`${(e as Error).message} (unset limits read the fallback allocatable)`)
     }
     try {
-      this.node = obj === undefined ? undefined : nodeView(obj)
+      if (obj !== undefined) node.labels = nodeLabels(obj)
     } catch (e) {
-      this.node = undefined
       this.sink.problem(`${(e as Error).message} (the node's labels read empty)`)
     }
+    this.node = node
     this.nodeSettled = true
     this.emit()
   }
@@ -206,10 +204,10 @@ export class KubeSource {
       const { resolve } = this.settle
       this.settle = undefined
       this.live = true
-      this.sink.update(withNode(this.pod, this.node), this.allocatable)
+      this.sink.update(this.pod, this.node)
       resolve()
       return
     }
-    if (this.live) this.sink.update(withNode(this.pod, this.node), this.allocatable)
+    if (this.live) this.sink.update(this.pod, this.node)
   }
 }

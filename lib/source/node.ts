@@ -11,10 +11,9 @@
 
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode, nodeView } from '../volume/allocatable.js'
+import { allocatableFromNode, nodeLabels } from '../volume/allocatable.js'
 import { asKubeletSeesIt, rfc3339Nano } from '../volume/kubelet-pod.js'
 import { readPod, type NodeView, type Pod } from '../volume/pod.js'
-import type { Allocatable } from '../volume/resource.js'
 import { ListWatch, NamedWatch, type WatchObserver } from './watch.js'
 
 const log = createDebug('dapifs:source:node')
@@ -46,10 +45,11 @@ export class NodeSource {
   private nodeSettled = false
   private nodeRead = false
   private lastProblem: string | undefined
-  /** The node's allocatable; undefined until known, or when the Node cannot be read. */
-  allocatable: Allocatable | undefined
-  /** The node's labels; undefined until known, or when the Node cannot be read. */
-  node: NodeView | undefined
+  /**
+   * What is known of the Node: its allocatable and its labels, each missing until known or when
+   * it cannot be read (the fallback then stands in: daemon.ts). A new object at each change.
+   */
+  node: Partial<NodeView> = {}
   /** Its kubelet's release (status.nodeInfo.kubeletVersion: "v1.37.2"); undefined until known. */
   kubeletVersion: string | undefined
   private nodeKey: string | undefined
@@ -84,7 +84,7 @@ export class NodeSource {
       object: (obj) => this.nodeChanged(obj),
       problem: (m, e) => {
         this.settleNode()
-        this.problem(this.allocatable ? m : `${m} (unset limits read the fallback allocatable)`, e)
+        this.problem(this.node.allocatable ? m : `${m} (unset limits read the fallback allocatable)`, e)
       },
       recovered: () => this.recovered(),
     }, observe?.('node'))
@@ -215,20 +215,20 @@ export class NodeSource {
     if (this.nodeSettled && key === this.nodeKey) return
     this.nodeKey = key
     this.kubeletVersion = typeof version === 'string' && version !== '' ? version : undefined
+    const node: Partial<NodeView> = {}
     try {
       const allocatable = (obj as { status?: { allocatable?: Record<string, unknown> } } | undefined)?.status?.allocatable
-      this.allocatable = obj === undefined ? undefined : allocatableFromNode(allocatable)
-      if (obj === undefined) this.problem(`node ${this.nodeName} not found: unset limits read the fallback allocatable`, undefined)
+      if (obj !== undefined) node.allocatable = allocatableFromNode(allocatable)
+      else this.problem(`node ${this.nodeName} not found: unset limits read the fallback allocatable`, undefined)
     } catch (e) {
-      this.allocatable = undefined
       this.problem(`${(e as Error).message} (unset limits read the fallback allocatable)`, e)
     }
     try {
-      this.node = obj === undefined ? undefined : nodeView(obj)
+      if (obj !== undefined) node.labels = nodeLabels(obj)
     } catch (e) {
-      this.node = undefined
       this.problem(`${(e as Error).message} (the node's labels read empty)`, e)
     }
+    this.node = node
     this.settleNode()
     this.emit(undefined)
   }

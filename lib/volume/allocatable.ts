@@ -5,7 +5,6 @@
 
 import os from 'node:os'
 import { qualifiedNameErrors } from './fieldpath.js'
-import type { NodeView } from './pod.js'
 import { Quantity, parseQuantity } from './quantity.js'
 import type { Allocatable } from './resource.js'
 import { InputError, Shape } from './shape.js'
@@ -54,14 +53,14 @@ export function machineAllocatable(): Allocatable {
 }
 
 /** A Node object's labels, for the node.metadata.labels extension. */
-export function nodeView(obj: unknown): NodeView {
-  return { labels: new Shape(obj, 'node').field('metadata').field('labels').strMap() }
+export function nodeLabels(obj: unknown): Map<string, string> {
+  return new Shape(obj, 'node').field('metadata').field('labels').strMap()
 }
 
 const LABEL_VALUE_RE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/
 
 /** `--node-labels KEY=VALUE,...` (label values hold no commas): the Node's labels for a pod file. */
-export function parseNodeLabelsFlag(text: string): NodeView {
+export function parseNodeLabelsFlag(text: string): Map<string, string> {
   const labels = new Map<string, string>()
   const fail = (problem: string): never => { throw new InputError('--node-labels', problem) }
   for (const part of text === '' ? [] : text.split(',')) {
@@ -75,5 +74,5 @@ export function parseNodeLabelsFlag(text: string): NodeView {
     if (labels.has(key)) fail(`${key} is given twice`)
     labels.set(key, value)
   }
-  return { labels }
+  return labels
 }

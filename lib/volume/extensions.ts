@@ -66,9 +66,9 @@ export function nodeLabelKeyOf(item: VolumeItem): string | undefined {
 }
 
 /** The Node as a pod may see it: only the labels whose keys are allowed. */
-export function nodeViewFor(node: NodeView, keys: NodeLabelKeys): NodeView {
-  if (keys === 'all') return node
-  return { labels: new Map([...node.labels].filter(([k]) => keys.has(k))) }
+export function nodeViewFor(node: Partial<NodeView>, keys: NodeLabelKeys): Partial<NodeView> {
+  if (keys === 'all' || !node.labels) return node
+  return { ...node, labels: new Map([...node.labels].filter(([k]) => keys.has(k))) }
 }
 
 /** Checks an item of a list that allows extensions; throws FieldPathError with one line. */
@@ -142,9 +142,9 @@ function addresses(list: string[] | undefined, one: string | undefined): string 
  * kubelet's own fields are rendered as `release`'s kubelet; the extensions, which no kubelet has,
  * quote as the newest's Go.
  */
-export function extractExtension(pod: Pod, item: VolumeItem & { fieldRef: FieldRef }, release?: KubeletRelease): string {
+export function extractExtension(pod: Pod, node: NodeView, item: VolumeItem & { fieldRef: FieldRef }, release?: KubeletRelease): string {
   const fp = item.fieldRef.fieldPath
-  const nodeLabels = pod.node?.labels ?? new Map<string, string>()
+  const nodeLabels = node.labels
   if (item.format === 'json') {
     switch (fp) {
       case 'metadata.labels': return jsonMap(pod.labels)

@@ -7,7 +7,7 @@ import { DEFAULT_VOLUME_BUDGET, VOLUME_BUDGET_KEYS, parseBudgetFlag, type Volume
 import { machineAllocatable, parseAllocatableFlag, parseNodeLabelsFlag } from './allocatable.js'
 import { readsNode } from './extensions.js'
 import { parseSingle } from './manifest.js'
-import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type NodeView, type Pod } from './pod.js'
+import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type Pod } from './pod.js'
 import { checkVolume } from './projection.js'
 import type { Allocatable } from './resource.js'
 import { InputError, Shape, isObj } from './shape.js'
@@ -33,8 +33,11 @@ export interface Settings {
   volumeName?: string
   allocatable: Allocatable
   fsGroup?: number
-  /** The Node's labels for a pod file (--node-labels); a cluster pod's come from its Node. */
-  node?: NodeView
+  /**
+   * What stands in for the Node where its source does not know it (NodeView): `allocatable` above
+   * (--node-allocatable, or this machine's), and these labels (--node-labels, for a pod file).
+   */
+  nodeLabels?: Map<string, string>
   /** What a volume may ask for (--budget); DEFAULT_VOLUME_BUDGET when absent. */
   budget?: VolumeBudget
   /** The kubelet to render as (--kubelet-version); the newest supported when absent. */
@@ -101,10 +104,10 @@ export async function readSettings(flags: InputFlags): Promise<Settings> {
   if (flags.fsGroup !== undefined) settings.fsGroup = parseId(flags.fsGroup, '--fs-group')
   if (flags.nodeLabels !== undefined) {
     if (flags.pod !== undefined) throw new InputError('--node-labels', 'cannot be combined with --pod: the labels are those of the pod\'s Node in the cluster')
-    settings.node = parseNodeLabelsFlag(flags.nodeLabels)
+    settings.nodeLabels = parseNodeLabelsFlag(flags.nodeLabels)
   }
   // A pod file has no Node: node.metadata.labels needs --node-labels, rather than reading empty for ever.
-  const nodeItem = flags.pod === undefined && settings.node === undefined ? settings.items?.items.find(readsNode) : undefined
+  const nodeItem = flags.pod === undefined && settings.nodeLabels === undefined ? settings.items?.items.find(readsNode) : undefined
   if (nodeItem) {
     throw new InputError(flags.items!, `item ${JSON.stringify(nodeItem.path)}: ${nodeItem.fieldRef!.fieldPath} reads the pod's Node, and a pod file has none: ` +
       'give its labels with --node-labels KEY=VALUE,... or follow the pod in its cluster with --pod NAMESPACE/NAME')

@@ -4,6 +4,7 @@
 // Quantities and times anywhere else in the pod are checked here as the API server's decoding
 // checks them (decode.ts): a pod it would refuse never reaches a kubelet, so it must not render.
 
+import type { Allocatable } from './resource.js'
 import { decodeProblem } from './decode.js'
 import { InputError, Shape, type Json } from './shape.js'
 
@@ -43,8 +44,15 @@ export interface OwnerReference {
   blockOwnerDeletion?: boolean
 }
 
-/** What a volume reads from the pod's Node besides its allocatable: its labels (an extension). */
+/**
+ * What a volume reads from the pod's Node, passed beside the pod as one value: its allocatable
+ * (what an unset cpu, memory or ephemeral-storage limit reads as) and its labels (the
+ * node.metadata.labels extension). A source knows either, both or neither (Partial<NodeView>);
+ * the daemon fills in what is unknown with its stand-ins (--node-allocatable or this machine's,
+ * --node-labels) before rendering.
+ */
 export interface NodeView {
+  allocatable: Allocatable
   labels: Map<string, string>
 }
 
@@ -77,8 +85,6 @@ export interface Pod {
   podIP?: string
   podIPs?: string[]
   ownerReferences?: OwnerReference[]
-  /** The pod's Node, as its source knows it (undefined: not known, or not scheduled yet). */
-  node?: NodeView
   /**
    * Why the API server would refuse this pod, in a field no item reads (a quantity that does
    * not parse, say). The projection fails with it once its items have rendered.
@@ -207,11 +213,6 @@ export function readPod(raw: Json, where = ''): Pod {
   const invalid = decodeProblem(s)
   if (invalid) pod.invalid = invalid
   return pod
-}
-
-/** The pod with what its source knows of its Node (nothing changes when that is nothing). */
-export function withNode(pod: Pod, node: NodeView | undefined): Pod {
-  return node ? { ...pod, node } : pod
 }
 
 /**

@@ -23,8 +23,8 @@ import { DEFAULT_VOLUME_BUDGET, overBudget, type VolumeBudget } from './budget.j
 import { checkFieldRef, extractFieldPath } from './fieldpath.js'
 import { checkExtensionItem, extensionOf, extractExtension } from './extensions.js'
 import { cleanPath, pathProblem } from './itempath.js'
-import type { DownwardVolume, Pod, VolumeItem } from './pod.js'
-import { checkResourceFieldRef, resourceValue, type Allocatable } from './resource.js'
+import type { DownwardVolume, NodeView, Pod, VolumeItem } from './pod.js'
+import { checkResourceFieldRef, resourceValue } from './resource.js'
 import { NEWEST, type KubeletRelease } from './release.js'
 import { InputError } from './shape.js'
 
@@ -47,7 +47,8 @@ export interface Projection {
 }
 
 export interface ProjectOptions {
-  allocatable: Allocatable
+  /** The pod's Node: its allocatable, for unset limits, and its labels, for the extension. */
+  node: NodeView
   /** Overrides the pod's spec.securityContext.fsGroup. */
   fsGroup?: number
   /** DEFAULT_VOLUME_BUDGET when absent. */
@@ -128,8 +129,8 @@ export function project(pod: Pod, volume: DownwardVolume, opts: ProjectOptions):
     let r = rendered.get(key)
     if (r === undefined) {
       try {
-        const text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.allocatable, release)
-          : volume.extensions === 'allowed' ? extractExtension(pod, { ...item, fieldRef: item.fieldRef }, release)
+        const text = !item.fieldRef ? resourceValue(item.resourceFieldRef!, pod, opts.node.allocatable, release)
+          : volume.extensions === 'allowed' ? extractExtension(pod, opts.node, { ...item, fieldRef: item.fieldRef }, release)
             : extractFieldPath(pod, item.fieldRef.fieldPath, release)
         r = { text, size: Buffer.byteLength(text, 'utf8') }
       } catch (e) {
