@@ -95,6 +95,26 @@ t.test('the fsGroup of the links follows the release', async (t) => {
   }
 })
 
+t.test('with an fsGroup, the ATTRIB event of each link as the release\'s kubelet makes it (its Lchown)', async (t) => {
+  const flipEvents = ['CREATE ..data_tmp', 'MOVED_FROM ..data_tmp', 'MOVED_TO ..data']
+  const attrib = ['ATTRIB ..data', 'ATTRIB labels', 'ATTRIB namespace']
+  for (const [release, want] of [
+    ['1.37', [...attrib, ...flipEvents]], // from 1.27, inside the writer: before ..data_tmp
+    ['1.26', [...flipEvents, ...attrib]], // 1.21 to 1.26: after the write
+    ['1.20', flipEvents], // 1.20 skips symlinks
+  ] as const) {
+    const podFile = scratchPod(t, pod({ v: '0' }))
+    const d = await startDaemon(t, ['--pod-file', podFile, '--fs-group', '4321', '--kubelet-version', release])
+    const w = watcher(t, 'inotifywait', ['-m', '--format', '%e %f', d.mnt])
+    await w.ready
+    await flip(d, podFile, pod({ v: '1' }))
+    await new Promise((r) => setTimeout(r, 300))
+    t.same(w.lines.filter((l) => !/ISDIR|^OPEN|^ACCESS|^CLOSE/.test(l)), want, `${release}: ${want.join(', ')}`)
+    t.same(await linkGroups(d.mnt), release === '1.20' ? ['..data 4321', 'labels 0', 'namespace 0'] : ['..data 4321', 'labels 4321', 'namespace 4321'], `${release}: the links' groups are unchanged by it`)
+    await d.stop()
+  }
+})
+
 t.test('a Node fs.watch in another process fires on each change', async (t) => {
   const podFile = scratchPod(t, pod({ v: '0' }))
   const d = await startDaemon(t, ['--pod-file', podFile])

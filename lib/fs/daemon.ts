@@ -84,6 +84,7 @@ export class Daemon implements PodSink, KubeSink {
     // flips then happen inside the daemon, unseen by inotify (serve.ts says so).
     if (opts.noInotify || !nativeLayer()) this.flipper.vfs = false
     this.flipper.linksAfterRename = release.linksAfterRename
+    this.flipper.linkChown = release.linkChown
     this.mount = new Mount(opts.mountpoint, this.tree, { ...opts, accept: (m) => this.flipper.accept(m) })
   }
 

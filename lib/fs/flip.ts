@@ -18,6 +18,13 @@
 // comes before CREATE ..data_tmp; the unlinks still come last. The release decides (release.ts,
 // linksAfterRename).
 //
+// With an fsGroup, the kubelet from 1.21 also Lchowns every link at each write (release.ts,
+// linkChown), and a watcher sees an ATTRIB per link: before ..data_tmp from 1.27, after the
+// write up to 1.26. dapifs's links have their group already, so it makes the same calls for their
+// events alone: lchown(MOUNT/<link>, -1, fsGroup) for ..data and each top-level link, which the
+// handlers accept as they accept the other steps (root only, as the kubelet; a failed one is
+// logged and the flip goes on).
+//
 // Each call is asynchronous (fs/promises): the request comes back to this process's FUSE
 // handlers while the call waits on a libuv thread. A synchronous call would deadlock. The
 // handlers accept exactly the one operation pending here (same op, same paths, same target)
@@ -40,7 +47,7 @@
 //
 // Flips run one at a time. Requests that arrive meanwhile coalesce: only the latest is flipped to.
 
-import { rename, symlink, unlink } from 'node:fs/promises'
+import { lchown, rename, symlink, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import createDebug from 'debug'
 import type { Generation } from '../volume/generation.js'
@@ -55,6 +62,7 @@ export type Mutation =
   | { op: 'symlink'; target: string; path: string }
   | { op: 'rename'; from: string; to: string }
   | { op: 'unlink'; path: string }
+  | { op: 'chown'; path: string; gid: number }
 
 const same = (a: Mutation, b: Mutation): boolean => JSON.stringify(a) === JSON.stringify(b)
 
@@ -83,6 +91,8 @@ export class Flipper {
   vfs = true
   /** false: new top-level links are made before ..data_tmp, as Kubernetes up to 1.22 does. */
   linksAfterRename = true
+  /** When, with an fsGroup, every link is Lchowned at a flip, for its ATTRIB event (release.ts). */
+  linkChown: 'never' | 'after-write' | 'before-rename' = 'before-rename'
 
   constructor(private readonly tree: Tree, private readonly mountpoint: string, private readonly opts: FlipperOptions) {}
 
@@ -175,6 +185,7 @@ export class Flipper {
       this.opts.flipped(gen)
       return
     }
+    if (this.linkChown === 'before-rename') await this.chownLinks(gen)
     try {
       await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
         () => symlink(gen.name, this.at('..data_tmp')))
@@ -199,8 +210,27 @@ export class Flipper {
         await this.linksInDaemon(e)
       }
     }
+    if (this.linkChown === 'after-write') await this.chownLinks(gen)
     tree.finishWrite()
     this.opts.flipped(gen)
+  }
+
+  /**
+   * lchown(link, -1, fsGroup) through the VFS for ..data and each top-level link, in the order of
+   * the kubelet's walk (by name): their group is already that, and the calls are for the ATTRIB
+   * events the kubelet's make (linkChown). Only as root, with an fsGroup; a failure is logged.
+   */
+  private async chownLinks(gen: Generation): Promise<void> {
+    const gid = gen.projection.gid
+    if (gid === undefined || process.getuid?.() !== 0) return
+    for (const name of ['..data', ...this.tree.linkNames()].sort()) {
+      if (!this.tree.lookup(`/${name}`)) continue
+      try {
+        await this.step({ op: 'chown', path: `/${name}`, gid }, () => {}, () => lchown(this.at(name), -1, gid))
+      } catch (e) {
+        log('lchown %s: %s', name, why(e))
+      }
+    }
   }
 
   /** Makes the wanted top-level links that are missing; false if that failed and the flip was finished in the daemon. */

@@ -69,10 +69,10 @@ export interface MountOptions {
   adoptFd?: number
 }
 
-/** Always EROFS. symlink, rename and unlink are too, but for the daemon's own flip steps (below). */
+/** Always EROFS. symlink, rename, unlink and chown are too, but for the daemon's own flip steps (below). */
 const READ_ONLY_OPS = [
   'create', 'write', 'truncate', 'ftruncate', 'link', 'mkdir', 'rmdir',
-  'chmod', 'chown', 'utimens', 'setxattr', 'removexattr', 'mknod',
+  'chmod', 'utimens', 'setxattr', 'removexattr', 'mknod',
 ] as const
 
 export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m: Mutation) => boolean = () => false): Ops {
@@ -145,7 +145,13 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
   ops.unlink = (path: string, cb: (code: number) => void): void => {
     count('unlink')
     cb(accept({ op: 'unlink', path }) ? 0 : Fuse.EROFS)
+  }  // A link's group set to what it is (its ATTRIB event, flip.ts); the owner is never changed.
+  ops.chown = (path: string, uid: number, gid: number, cb: (code: number) => void): void => {
+    count('chown')
+    const ownerKept = uid === -1 || uid === 0xffffffff
+    cb(ownerKept && accept({ op: 'chown', path, gid }) ? 0 : Fuse.EROFS)
   }
+
   return ops
 }
 

@@ -14,6 +14,10 @@
 //               links of the first write stay root's, and only links made later, in the by-then
 //               setgid volume root, take the fsGroup from it; from 1.21 it Lchowns them
 //               (kubernetes/kubernetes#94895), and every link has the fsGroup.
+//   linkChown   when that Lchown of every link happens at a write, which inotify sees as an ATTRIB
+//               per link (only with an fsGroup): from 1.21 to 1.26 after the write (the volume
+//               plugin's SetVolumeOwnership, once the atomic writer is done); from 1.27 inside the
+//               writer, after the files and before `..data_tmp` (kubernetes/kubernetes#114464).
 //
 // Tested end to end: 1.20.2 and 1.37.2 (docs/exactness.md). The releases between follow the
 // upstream changes named above. Older or newer releases are refused: nothing says how they write.
@@ -34,6 +38,8 @@ export interface KubeletRelease {
   readonly linksAfterRename: boolean
   /** Whether every link has the fsGroup (else only links made after the first write). */
   readonly linksTakeFsGroup: boolean
+  /** When, with an fsGroup, every link is Lchowned at a write: never, after the write, or before ..data_tmp. */
+  readonly linkChown: 'never' | 'after-write' | 'before-rename'
 }
 
 export const OLDEST_MINOR = 20
@@ -53,6 +59,7 @@ export function releaseOf(minor: number): KubeletRelease {
     hugePagesInVolumes: minor >= 22,
     linksAfterRename: minor >= 23,
     linksTakeFsGroup: minor >= 21,
+    linkChown: minor >= 27 ? 'before-rename' : minor >= 21 ? 'after-write' : 'never',
   })
   cache.set(minor, r)
   return r
