@@ -76,7 +76,7 @@ function start(cmd, args, env = process.env) {
 
 // The files: the example pod, rendered by the engine.
 const podText = readFileSync(path.join(ROOT, 'examples/dapi-volume.yaml'), 'utf8')
-const render = (text) => project(parsePodText(text, 'pod'), parsePodText(text, 'pod').volumes[0], { allocatable: parseAllocatableFlag(ALLOCATABLE) })
+const render = (text) => project(parsePodText(text, 'pod'), parsePodText(text, 'pod').volumes[0], { node: { allocatable: parseAllocatableFlag(ALLOCATABLE), labels: new Map() } })
 const projection = render(podText)
 const gen = new Generations().create(projection).name
 const labelsOf = (text) => render(text).files.find((f) => f.path === 'labels').data
