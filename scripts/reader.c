@@ -11,8 +11,9 @@
  *   reader readlink PATH THREADS SECONDS    readlink(2) in a loop; same first line
  *   reader ls PATH THREADS SECONDS          opendir, readdir to the end, closedir (FUSE caches no
  *       directory listing: each one asks the daemon); same first line
- *   The first line ends with "max_ns N": the longest single operation. SIGTERM ends the loops
- *   early, with the same output.
+ *   The first line ends with "max_ns N": the longest single operation, then "cpu_s S": the CPU
+ *   time the reader used (user and system, all threads), for rates that leave out the time other
+ *   processes on a busy machine took from it. SIGTERM ends the loops early, with the same output.
  *   reader until PATH HEX SECONDS
  *       polls PATH every 100 us until its content is the bytes HEX; prints "seen US", the
  *       CLOCK_REALTIME microsecond it first read them; exit 1 on timeout.
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -187,8 +189,11 @@ int main(int argc, char **argv) {
   long k = 0;
   for (int i = 0; i < threads; i++) { memcpy(all + k, w[i].samples, sizeof(uint32_t) * w[i].n); k += w[i].n; }
   qsort(all, n, sizeof(uint32_t), cmp);
-  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u max_ns %.0f\n", ops, errors, elapsed,
-         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0, max_ns);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u max_ns %.0f cpu_s %.3f\n", ops, errors, elapsed,
+         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0, max_ns, cpu);
   for (int e = 0; e < 256; e++) if (err_count[e]) printf("errno %d %ld\n", e, err_count[e]);
   for (int i = 0; i < n_seen; i++) {
     printf("content %ld ", seen_count[i]);
