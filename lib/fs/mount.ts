@@ -47,8 +47,12 @@ const log = createDebug('dapifs:mount')
 const logRequest = createDebug('dapifs:requests')
 
 const W_OK = 2
-/** libfuse keeps at most this many idle workers per mount: at rest, threads per mount stay few. */
-const MAX_IDLE_THREADS = 2
+/**
+ * The threads that serve every mount of the process (the native layer's shared pool): enough that
+ * a request of one mount is read while others wait on Node's thread, which answers them one at a
+ * time anyway.
+ */
+const WORKERS = 4
 
 export interface MountOptions {
   /** Let other users in (allow_other). Needs root, or user_allow_other in /etc/fuse.conf. */
@@ -175,7 +179,7 @@ export class Mount {
       attrTimeout: cache,
       cacheSymlinks: true,
       noOpen: true,
-      maxIdleThreads: MAX_IDLE_THREADS,
+      workers: WORKERS,
       fsname: 'dapifs',
       // Without noatime the kernel drops the cached atime after each read, and the next fstat
       // costs a request.
@@ -188,12 +192,12 @@ export class Mount {
   }
 
   /**
-   * How many thread-locals fuse-native has set up for libfuse's worker threads. The native
-   * layer recycles them, so this stays at the peak of workers alive at once; the prebuilt addon
-   * sets up one more for every worker libfuse starts.
+   * How many thread-locals have been set up for the threads that serve requests: the native
+   * layer's shared pool has one set per worker, for every mount of the process; fuse-native's
+   * prebuilt addon sets up one more for every worker libfuse 2 starts for this mount.
    */
   threadsSetUp(): number {
-    return this.fuse?._threads.size ?? 0
+    return nativeLayer() ? Fuse.pool().workers : this.fuse?._threads.size ?? 0
   }
 
   /**
@@ -234,6 +238,15 @@ export class Mount {
     const fuse = (this.fuse = this.make())
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
     this.live = true
+  }
+
+  /**
+   * Leaves the connection to the keeper and the next process: no more requests are read here (a
+   * process that is leaving). With fuse-native's prebuilt addon, nothing: it cannot hand over.
+   */
+  detach(): void {
+    this.live = false
+    this.fuse?.detach()
   }
 
   async unmount(): Promise<void> {
