@@ -147,6 +147,8 @@ export class Tree implements KeptHolder {
   private readonly keptBytes: number
   private readonly node: KeptBytes | undefined
   private readonly leaveNode: () => void
+  /** Bytes of the generations in `retained` and `archived`, kept up to date as they come and go. */
+  private keptNow = 0
 
   constructor(opts: TreeOptions = {}) {
     this.uid = opts.uid ?? 0
@@ -156,12 +158,17 @@ export class Tree implements KeptHolder {
       ttl: opts.retainMs ?? 5_000,
       ttlAutopurge: true,
       dispose: (built, name, reason) => {
-        if (reason === 'set' || this.inUse(name)) return
-        this.archived.set(name, built)
+        if (reason === 'set' || this.inUse(name)) { this.keep(-built.bytes); return }
+        this.archived.set(name, built) // its bytes stay kept
         this.dropped?.(name)
       },
     })
-    this.archived = new LRUCache<string, Built>({ max: opts.retainMax ?? 64, ttl: opts.keptMs ?? DEFAULT_KEPT_MS, ttlAutopurge: true })
+    this.archived = new LRUCache<string, Built>({
+      max: opts.retainMax ?? 64,
+      ttl: opts.keptMs ?? DEFAULT_KEPT_MS,
+      ttlAutopurge: true,
+      dispose: (built) => this.keep(-built.bytes),
+    })
     this.dropped = opts.dropped
     this.keptBytes = opts.keptBytes ?? DEFAULT_KEPT_BYTES
     this.node = opts.node
@@ -170,10 +177,13 @@ export class Tree implements KeptHolder {
 
   /** Bytes of past generations kept now, resolvable or readable by path (KeptHolder). */
   kept(): number {
-    let n = 0
-    for (const b of this.retained.values()) n += b.bytes
-    for (const b of this.archived.values()) n += b.bytes
-    return n
+    return this.keptNow
+  }
+
+  /** Every generation that comes into `retained` or `archived` counts here, and with the node. */
+  private keep(delta: number): void {
+    this.keptNow += delta
+    this.node?.changed(delta)
   }
 
   /** Lets go of the oldest past generation: readable by path first, then resolvable (KeptHolder). */
@@ -248,6 +258,7 @@ export class Tree implements KeptHolder {
     this.tmpLink = undefined
     this.rebuildRoot(now)
     if (replaced) {
+      this.keep(replaced.bytes)
       this.retained.set(replaced.gen.name, replaced)
       this.enforceKept()
     }
