@@ -17,7 +17,8 @@ import { AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET, parseBudgetFlag } from '../vol
 import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extensions.js'
 import { qualifiedNameErrors } from '../volume/fieldpath.js'
 import { InputError } from '../volume/shape.js'
-import { CsiServer, DRIVER_NAME, RegistrationServer, socketPath } from './server.js'
+import { DRIVER_NAME, socketPath } from './endpoint.js'
+import type { RegistrationServer } from './server.js'
 import { nativeLayer } from '../fs/mount.js'
 import { Keeper } from './keeper.js'
 import { VolumeStore } from './state.js'
@@ -105,7 +106,8 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   // restart's pause, for the pods' readers, lasts until their volumes are served again.
   await volumes.recover()
 
-  // Loaded only here: @kubernetes/client-node takes most of a second to load.
+  // Loaded only here: gRPC, and @kubernetes/client-node, which takes most of a second to load.
+  const { CsiServer, RegistrationServer } = await import('./server.js')
   const { loadKubeConfig } = await import('../source/kube.js')
   const { NodeSource } = await import('../source/node.js')
   const { kc, context } = loadKubeConfig(flags, 'csi')

@@ -260,6 +260,30 @@ export class Mount {
 }
 
 /**
+ * Resolves once the requests that waited for this process are answered: no mount still waiting
+ * for its start (a takeover's made-up INIT) and no request being read or served, with none read
+ * since, twice in a row a millisecond apart; or after `maxMs`, whatever comes. A restarted agent
+ * waits for it before it loads what can wait (gRPC, the Kubernetes client), which holds Node's
+ * thread for hundreds of milliseconds: the readers that waited through the restart go first.
+ */
+export async function settled(maxMs = 250): Promise<void> {
+  if (!nativeLayer()) return
+  const end = performance.now() + maxMs
+  let quiet = 0
+  let last = -1
+  while (performance.now() < end) {
+    const p = Fuse.pool()
+    if (p.starting === 0 && p.inflight === 0 && p.requests === last) {
+      if (++quiet >= 2) return
+    } else {
+      quiet = 0
+    }
+    last = p.requests
+    await new Promise((resolve) => setTimeout(resolve, 1))
+  }
+}
+
+/**
  * Whether the addon that loaded is the native layer's (lib/native), or fuse-native's prebuilt
  * libfuse 2 addon, with which dapifs runs degraded (flips inside the daemon: daemon.ts).
  */

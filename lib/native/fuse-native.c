@@ -51,7 +51,8 @@
 //   never did: each unmounted Fuse, its ops and what they hold stayed reachable for good).
 // - fuse_native_detach(thread): the pool stops reading a mount's requests (the process is
 //   leaving it to the keeper and the next process).
-// - fuse_native_pool_info(): [workers, sessions served, requests read].
+// - fuse_native_pool_info(): [workers, sessions served, requests read, requests in flight,
+//   sessions starting].
 // - fuse_native_invalidate_root_entry(thread, name, cb): FUSE_NOTIFY_INVAL_ENTRY for a name in the
 //   mount's root, written from libuv's thread pool. The kernel keeps the entries it has looked up
 //   until memory runs short, and the node table keeps a node for each; dapifs calls this for
@@ -1819,13 +1820,14 @@ NAPI_METHOD(fuse_native_detach) {
   return NULL;
 }
 
-// [workers, sessions served, requests read] of the shared pool.
+// [workers, sessions served, requests read, requests in flight, sessions starting] of the
+// shared pool.
 NAPI_METHOD(fuse_native_pool_info) {
-  uint32_t pi[3];
+  uint32_t pi[5];
   pool_info(pi);
   napi_value arr, v;
   napi_create_array(env, &arr);
-  for (uint32_t i = 0; i < 3; i++) {
+  for (uint32_t i = 0; i < 5; i++) {
     napi_create_uint32(env, pi[i], &v);
     napi_set_element(env, arr, i, v);
   }

@@ -110,13 +110,14 @@ export default class Fuse extends FuseNative {
 
   /**
    * The shared pool (lib/native/pool.c): its threads, the sessions it serves (mounts, and
-   * connections unmounted but still held by someone), and the requests it has read; zeros with
-   * fuse-native's prebuilt addon, or before the first mount.
+   * connections unmounted but still held by someone), the requests it has read, those it is
+   * reading or serving now, and the sessions not served yet (a takeover's made-up INIT); zeros
+   * with fuse-native's prebuilt addon, or before the first mount.
    */
-  static pool(): { workers: number; sessions: number; requests: number } {
-    if (!nativeLayer()) return { workers: 0, sessions: 0, requests: 0 }
-    const [workers, sessions, requests] = addon.fuse_native_pool_info()
-    return { workers, sessions, requests }
+  static pool(): { workers: number; sessions: number; requests: number; inflight: number; starting: number } {
+    if (!nativeLayer()) return { workers: 0, sessions: 0, requests: 0, inflight: 0, starting: 0 }
+    const [workers, sessions, requests, inflight, starting] = addon.fuse_native_pool_info()
+    return { workers, sessions, requests, inflight, starting }
   }
 
   // fuse-native's _open, but with the 8th argument, adoption, and our unmount for `force`.

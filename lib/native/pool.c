@@ -23,7 +23,9 @@
 // Adopted connections (a takeover) first need a made-up FUSE_INIT, which calls into JS: `start`
 // runs on a worker (never on Node's thread, which is waiting for it), and only then is the
 // descriptor added to the set, so that no request is read before the session is initialised
-// (libfuse would answer it EIO).
+// (libfuse would answer it EIO). A start holds its worker until JS has answered, and a restart
+// starts a thousand sessions: at most half the workers run starts at once, so that the others
+// answer the requests of the sessions already started, which readers have been waiting on.
 //
 // The workers block every signal (Node's thread takes them), as libfuse's workers do. They never
 // exit: the pool lives as long as the process.
@@ -42,12 +44,17 @@
 
 typedef struct {
   int epfd;
-  int wakefd; // an eventfd in the set (data.ptr NULL): sessions wait in `starts`
+  // An eventfd in the set (data.ptr NULL), always readable, armed for one wake-up per start that
+  // may run (arm_starts): the doorbell of `starts`.
+  int wakefd;
+  unsigned starters; // workers running a start
   pthread_mutex_t mut;
   pool_session_t *starts, *starts_tail;
   unsigned workers;
   uint32_t sessions;
   uint32_t requests;
+  uint32_t inflight; // requests being read or served, all sessions together
+  uint32_t starting; // sessions waiting for their start, or in it
   void (*enter)(unsigned i, void *arg);
   void *arg;
 } pool_t;
@@ -103,6 +110,7 @@ static void serve(pool_session_t *s) {
   pthread_mutex_lock(&pool.mut);
   if (s->closing || s->detached) { pthread_mutex_unlock(&pool.mut); return; }
   s->inflight++;
+  pool.inflight++;
   pthread_mutex_unlock(&pool.mut);
 
   struct fuse_buf buf;
@@ -119,31 +127,42 @@ static void serve(pool_session_t *s) {
 
   pthread_mutex_lock(&pool.mut);
   s->inflight--;
+  pool.inflight--;
   if (!live) close_locked(s);
   int last = last_out_locked(s);
   pthread_mutex_unlock(&pool.mut);
   if (last) s->ended(s);
 }
 
-// Sessions waiting for their `start` (adoptions): each run here, on a worker, then served.
-static void run_starts(void) {
-  uint64_t n;
-  if (read(pool.wakefd, &n, sizeof(n)) < 0 && errno != EAGAIN) return;
-  for (;;) {
-    pthread_mutex_lock(&pool.mut);
-    pool_session_t *s = pool.starts;
-    if (s != NULL) {
-      pool.starts = s->next_start;
-      if (pool.starts == NULL) pool.starts_tail = NULL;
-      s->next_start = NULL;
-    }
-    pthread_mutex_unlock(&pool.mut);
-    if (s == NULL) return;
-    s->start(s);
-    pthread_mutex_lock(&pool.mut);
-    if (!s->detached) arm(s, EPOLL_CTL_ADD);
-    pthread_mutex_unlock(&pool.mut);
+// Wakes one worker for the next start, if one waits and fewer than half the workers run one.
+// Called with the lock.
+static void arm_starts_locked(void) {
+  unsigned most = pool.workers > 1 ? pool.workers / 2 : 1;
+  if (pool.starts == NULL || pool.starters >= most) return;
+  struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = NULL };
+  epoll_ctl(pool.epfd, EPOLL_CTL_MOD, pool.wakefd, &ev);
+}
+
+// One session waiting for its `start` (an adoption): run here, on a worker, then served.
+static void run_start(void) {
+  pthread_mutex_lock(&pool.mut);
+  pool_session_t *s = pool.starts;
+  if (s != NULL) {
+    pool.starts = s->next_start;
+    if (pool.starts == NULL) pool.starts_tail = NULL;
+    s->next_start = NULL;
+    pool.starters++;
   }
+  arm_starts_locked(); // the next one, on another worker
+  pthread_mutex_unlock(&pool.mut);
+  if (s == NULL) return;
+  s->start(s);
+  pthread_mutex_lock(&pool.mut);
+  if (!s->detached) arm(s, EPOLL_CTL_ADD);
+  pool.starting--;
+  pool.starters--;
+  arm_starts_locked();
+  pthread_mutex_unlock(&pool.mut);
 }
 
 static void *worker(void *data) {
@@ -154,7 +173,7 @@ static void *worker(void *data) {
     struct epoll_event ev;
     int n = epoll_wait(pool.epfd, &ev, 1, -1);
     if (n <= 0) continue; // EINTR: signals are blocked here, but a debugger's stop does it
-    if (ev.data.ptr == NULL) run_starts();
+    if (ev.data.ptr == NULL) run_start();
     else serve((pool_session_t *) ev.data.ptr);
   }
   return NULL;
@@ -164,10 +183,9 @@ int pool_start(unsigned workers, void (*enter)(unsigned i, void *arg), void *arg
   if (pool_started()) return 0;
   int epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) return -errno;
-  int wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int wakefd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK); // readable for good: arming it rings it
   if (wakefd < 0) { int e = errno; close(epfd); return -e; }
-  // Level-triggered, not one-shot: any worker that is free takes the queue of starts.
-  struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+  struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = NULL }; // disarmed until a start comes
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) { int e = errno; close(epfd); close(wakefd); return -e; }
   pool.epfd = epfd;
   pool.wakefd = wakefd;
@@ -205,8 +223,8 @@ int pool_add(pool_session_t *s) {
     if (pool.starts_tail) pool.starts_tail->next_start = s;
     else pool.starts = s;
     pool.starts_tail = s;
-    uint64_t one = 1;
-    if (write(pool.wakefd, &one, sizeof(one)) < 0) { /* the counter is already non-zero */ }
+    pool.starting++;
+    arm_starts_locked();
   }
   pthread_mutex_unlock(&pool.mut);
   return 0;
@@ -223,10 +241,12 @@ void pool_detach(pool_session_t *s) {
   pthread_mutex_unlock(&pool.mut);
 }
 
-void pool_info(uint32_t out[3]) {
+void pool_info(uint32_t out[5]) {
   pthread_mutex_lock(&pool.mut);
   out[0] = pool.workers;
   out[1] = pool.sessions;
+  out[3] = pool.inflight;
+  out[4] = pool.starting;
   pthread_mutex_unlock(&pool.mut);
   out[2] = __atomic_load_n(&pool.requests, __ATOMIC_RELAXED);
 }

@@ -52,7 +52,7 @@ int pool_add(pool_session_t *s);
 // are still answered. For a process that is leaving: the session is not destroyed.
 void pool_detach(pool_session_t *s);
 
-// [workers, sessions served, requests read] so far.
-void pool_info(uint32_t out[3]);
+// [workers, sessions served, requests read so far, requests in flight now, sessions starting].
+void pool_info(uint32_t out[5]);
 
 #endif
