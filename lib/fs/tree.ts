@@ -135,9 +135,9 @@ export class Tree implements KeptHolder {
   private current: Built | undefined
   /** A generation whose directory exists but that ..data does not point at yet. */
   private staged: Built | undefined
-  private readonly retained: LRUCache<string, Built>
+  private retainedCache: LRUCache<string, Built> | undefined
   /** Dropped generations, for reads of files held open (file()). */
-  private readonly archived: LRUCache<string, Built>
+  private archivedCache: LRUCache<string, Built> | undefined
   private readonly dropped: ((name: string) => void) | undefined
   private root: Node | undefined
   private dataLink: Node | undefined
@@ -150,29 +150,40 @@ export class Tree implements KeptHolder {
   /** Bytes of the generations in `retained` and `archived`, kept up to date as they come and go. */
   private keptNow = 0
 
-  constructor(opts: TreeOptions = {}) {
+  constructor(private readonly opts: TreeOptions = {}) {
     this.uid = opts.uid ?? 0
     this.gid = opts.gid ?? 0
-    this.retained = new LRUCache<string, Built>({
-      max: opts.retainMax ?? 64,
-      ttl: opts.retainMs ?? 5_000,
+    this.dropped = opts.dropped
+    this.keptBytes = opts.keptBytes ?? DEFAULT_KEPT_BYTES
+    this.node = opts.node
+    this.leaveNode = this.node?.add(this) ?? ((): void => {})
+  }
+
+  /**
+   * Replaced generations, still resolvable. Made when the first is replaced: a node's thousand
+   * volumes, most of which never flip, keep none (and a restart makes them faster).
+   */
+  private get retained(): LRUCache<string, Built> {
+    return (this.retainedCache ??= new LRUCache<string, Built>({
+      max: this.opts.retainMax ?? 64,
+      ttl: this.opts.retainMs ?? 5_000,
       ttlAutopurge: true,
       dispose: (built, name, reason) => {
         if (reason === 'set' || this.inUse(name)) { this.keep(-built.bytes); return }
         this.archived.set(name, built) // its bytes stay kept
         this.dropped?.(name)
       },
-    })
-    this.archived = new LRUCache<string, Built>({
-      max: opts.retainMax ?? 64,
-      ttl: opts.keptMs ?? DEFAULT_KEPT_MS,
+    }))
+  }
+
+  /** Dropped generations, for reads of files held open (file()); made as `retained` is. */
+  private get archived(): LRUCache<string, Built> {
+    return (this.archivedCache ??= new LRUCache<string, Built>({
+      max: this.opts.retainMax ?? 64,
+      ttl: this.opts.keptMs ?? DEFAULT_KEPT_MS,
       ttlAutopurge: true,
       dispose: (built) => this.keep(-built.bytes),
-    })
-    this.dropped = opts.dropped
-    this.keptBytes = opts.keptBytes ?? DEFAULT_KEPT_BYTES
-    this.node = opts.node
-    this.leaveNode = this.node?.add(this) ?? ((): void => {})
+    }))
   }
 
   /** Bytes of past generations kept now, resolvable or readable by path (KeptHolder). */
@@ -188,8 +199,8 @@ export class Tree implements KeptHolder {
 
   /** Lets go of the oldest past generation: readable by path first, then resolvable (KeptHolder). */
   shed(): boolean {
-    if (this.archived.size > 0) { this.archived.pop(); return true }
-    if (this.retained.size === 0) return false
+    if ((this.archivedCache?.size ?? 0) > 0) { this.archived.pop(); return true }
+    if ((this.retainedCache?.size ?? 0) === 0) return false
     this.retained.pop() // its dispose moves it to archived, and reports it dropped
     this.archived.pop()
     return true
@@ -204,8 +215,8 @@ export class Tree implements KeptHolder {
   /** Lets go of everything kept, and of the node's budget (the volume is gone). */
   close(): void {
     this.leaveNode()
-    this.retained.clear()
-    this.archived.clear()
+    this.retainedCache?.clear()
+    this.archivedCache?.clear()
   }
 
   /** The current generation: the one ..data points at. */
@@ -219,7 +230,7 @@ export class Tree implements KeptHolder {
 
   /** Whether a generation name is in use: current, staged or still resolvable. */
   has(name: string): boolean {
-    return this.inUse(name) || this.retained.has(name)
+    return this.inUse(name) || (this.retainedCache?.has(name) ?? false)
   }
 
   /** The top-level link names the current generation's items need. */
@@ -320,7 +331,7 @@ export class Tree implements KeptHolder {
       const node = this.lookup(`/${name}`)
       if (node?.kind === 'link') out.push([`/${name}`, node.stat.ino])
     }
-    const built = [this.current, this.staged, ...this.retained.values()]
+    const built = [this.current, this.staged, ...this.retainedCache?.values() ?? []]
     for (const b of built) {
       if (!b) continue
       for (const [rel, node] of b.nodes) out.push([rel ? `/${b.gen.name}/${rel}` : `/${b.gen.name}`, node.stat.ino])
@@ -332,7 +343,7 @@ export class Tree implements KeptHolder {
   file(path: string): Buffer | undefined {
     let node = this.lookup(path)
     const slash = path.indexOf('/', 1)
-    if (!node && slash > 0) node = this.archived.get(path.slice(1, slash))?.nodes.get(path.slice(slash + 1))
+    if (!node && slash > 0) node = this.archivedCache?.get(path.slice(1, slash))?.nodes.get(path.slice(slash + 1))
     return node?.kind === 'file' ? node.data : undefined
   }
 
@@ -349,7 +360,7 @@ export class Tree implements KeptHolder {
       if (link) return link
     }
     const built = first === this.current?.gen.name ? this.current
-      : first === this.staged?.gen.name ? this.staged : this.retained.get(first)
+      : first === this.staged?.gen.name ? this.staged : this.retainedCache?.get(first)
     if (!built) return undefined
     return built.nodes.get(slash < 0 ? '' : path.slice(slash + 1))
   }
