@@ -275,7 +275,7 @@ async function main() {
       console.log(line([r.size, r.volumes, `${f(r.rssMb)} MB`, `${f(r.perVolumeKb, 0)} KB`, r.threads, `${r.pw}, ${r.nw}`,
         `${f(r.pub50)} / ${f(r.pub99)} / ${f(r.pubMax)} ms`, `${f(r.lat50)} / ${f(r.lat99)} / ${f(r.latMax)} ms`]))
     }
-    const ms = (xs) => `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`
+    const ms = (xs) => (xs.some((x) => !Number.isFinite(x)) ? '-' : `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`)
     const crashFirst = crashes.map((c) => c.first)
     console.log(`\na crash on an idle node (1 volume), ${CRASHES} times: SIGKILL, then a new agent; from its exec`)
     console.log(`  to its first answered request                               ${ms(crashFirst)}`)

@@ -260,11 +260,11 @@ export class Mount {
 }
 
 /**
- * Resolves once the requests that waited for this process are answered: no mount still waiting
- * for its start (a takeover's made-up INIT) and no request being read or served, with none read
- * since, twice in a row a millisecond apart; or after `maxMs`, whatever comes. A restarted agent
- * waits for it before it loads what can wait (gRPC, the Kubernetes client), which holds Node's
- * thread for hundreds of milliseconds: the readers that waited through the restart go first.
+ * Resolves once the requests that waited for this process are answered: none being read or
+ * served, and none read since, twice in a row a millisecond apart; or after `maxMs`, whatever
+ * comes. A restarted agent waits for it before it loads what can wait (gRPC, the Kubernetes
+ * client), which holds Node's thread for hundreds of milliseconds: the readers that waited
+ * through the restart go first.
  */
 export async function settled(maxMs = 250): Promise<void> {
   if (!nativeLayer()) return
@@ -273,7 +273,7 @@ export async function settled(maxMs = 250): Promise<void> {
   let last = -1
   while (performance.now() < end) {
     const p = Fuse.pool()
-    if (p.starting === 0 && p.inflight === 0 && p.requests === last) {
+    if (p.inflight === 0 && p.requests === last) {
       if (++quiet >= 2) return
     } else {
       quiet = 0

@@ -23,7 +23,7 @@ export interface Native {
   fuse_native_conn_info(thread: Buffer): [number, number, number]
   fuse_native_session_fd(thread: Buffer): number
   fuse_native_detach(thread: Buffer): void
-  fuse_native_pool_info(): [workers: number, sessions: number, requests: number, inflight: number, starting: number]
+  fuse_native_pool_info(): [workers: number, sessions: number, requests: number, inflight: number]
   fuse_native_keeper_put(sock: string, key: string, fd: number): void
   fuse_native_keeper_drop(sock: string, key: string): void
   fuse_native_keeper_take(sock: string): Array<{ key: string; fd: number }>

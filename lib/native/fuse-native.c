@@ -51,8 +51,7 @@
 //   never did: each unmounted Fuse, its ops and what they hold stayed reachable for good).
 // - fuse_native_detach(thread): the pool stops reading a mount's requests (the process is
 //   leaving it to the keeper and the next process).
-// - fuse_native_pool_info(): [workers, sessions served, requests read, requests in flight,
-//   sessions starting].
+// - fuse_native_pool_info(): [workers, sessions served, requests read, requests in flight].
 // - fuse_native_invalidate_root_entry(thread, name, cb): FUSE_NOTIFY_INVAL_ENTRY for a name in the
 //   mount's root, written from libuv's thread pool. The kernel keeps the entries it has looked up
 //   until memory runs short, and the node table keeps a node for each; dapifs calls this for
@@ -62,7 +61,8 @@
 //   mount, stat or unmount of mnt; fuse_session_mount(se, "/dev/fd/N"); the node table pre-filled
 //   with the 10th, `known` [path, ino] pairs (kept until unmount); FUSE_NOTIFY_RESEND written
 //   (kernel 6.9+), so that requests the dead server had read are queued again; and a made-up
-//   FUSE_INIT fed to the session on a worker of the pool (synth_init). fuse_native_session_fd
+//   FUSE_INIT fed to the session before the pool serves it (synth_init; its init calls no JS,
+//   and fuse.ts calls the mount's callback at once). fuse_native_session_fd
 //   gives the fd to hand to the keeper, whose client is keeper-client.c.
 // - fuse_native_conn_info(thread): [capable, want, resend] after init.
 // - fuse-native's utimens passed atime as mtime too.
@@ -818,10 +818,8 @@ NAPI_METHOD(fuse_native_signal_init) {
   return NULL;
 }
 
-static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config *cfg) {
-  fuse_thread_locals_t *l = get_thread_locals();
-  fuse_thread_t *ft = l->fuse;
-
+// The capabilities the port wants (init, for both a fresh mount and an adopted connection).
+static void want_capabilities (fuse_thread_t *ft, struct fuse_conn_info *conn) {
   // The kernel keeps symlink targets in the page cache: a warm path walk through a symlink
   // costs no readlink. A link changed inside the daemon is a new node (its id is its target), and
   // fuse_native_invalidate_root_entry drops the kernel's entry for the old one.
@@ -835,6 +833,11 @@ static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config 
   // ENOSYS answer to open makes the kernel stop sending open and release for good.
   ft->capable = conn->capable;
   ft->want = conn->want;
+}
+
+static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  fuse_thread_locals_t *l = get_thread_locals();
+  want_capabilities(l->fuse, conn);
 
   l->op = op_init;
   l->op_fn = fuse_native_dispatch_init;
@@ -905,10 +908,14 @@ static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path,
 }
 
 static void ll_init (void *userdata, struct fuse_conn_info *conn) {
-  current_ft = (fuse_thread_t *) userdata;
+  fuse_thread_t *ft = (fuse_thread_t *) userdata;
+  current_ft = ft;
   // What a worker's buffer holds (pool.h): larger writes would not reach us whole.
   if (conn->max_write > POOL_MAX_WRITE) conn->max_write = POOL_MAX_WRITE;
-  fuse_native_init(conn, NULL);
+  // An adopted connection's made-up INIT (synth_init) is fed on Node's thread, in
+  // fuse_native_mount, and calls no JS: the mount's callback comes from fuse.ts at once.
+  if (ft->adopt_fd >= 0) want_capabilities(ft, conn);
+  else fuse_native_init(conn, NULL);
 }
 
 static void ll_lookup (fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -1441,9 +1448,9 @@ static const char *start_pool (napi_env env, uint32_t workers) {
 
 // Feeds libfuse a FUSE_INIT it never got from the kernel, for a taken-over connection: the kernel
 // sends INIT once per connection, and a session that has not seen one answers EIO to everything.
-// libfuse initialises itself (our init op runs: JS's init, the mount's callback) and writes a
-// reply, which the kernel refuses with ENOENT (no request has that `unique`); libfuse says nothing
-// of ENOENT. The flags are what a current kernel offers, so the session sets itself up as it did
+// libfuse initialises itself (our init op runs: the capabilities, and no JS) and writes a reply,
+// which the kernel refuses with ENOENT (no request has that `unique`); libfuse says nothing of
+// ENOENT. The flags are what a current kernel offers, so the session sets itself up as it did
 // for the process that mounted (its read buffer holds the kernel's max_write).
 static void synth_init (struct fuse_session *se) {
   struct { struct fuse_in_header h; struct fuse_init_in i; } __attribute__((packed)) m;
@@ -1467,11 +1474,6 @@ static void synth_init (struct fuse_session *se) {
 }
 
 #define FT_OF(ps) ((fuse_thread_t *) ((char *) (ps) - offsetof(fuse_thread_t, ps)))
-
-// An adopted session's start, on a worker (not Node's thread: init calls JS and waits for it).
-static void adopted_start (pool_session_t *ps) {
-  synth_init(FT_OF(ps)->se);
-}
 
 // On the worker that served the last request of a mount whose connection has ended: the session
 // is destroyed, the node table and directory handles freed, and Node's thread lets go of the
@@ -1688,6 +1690,9 @@ NAPI_METHOD(fuse_native_mount) {
     struct fuse_out_header o = { .len = sizeof(struct fuse_out_header), .error = FUSE_NOTIFY_RESEND, .unique = 0 };
     ssize_t w = write(fuse_session_fd(se), &o, sizeof(o));
     ft->resend_res = w == (ssize_t) sizeof(o) ? 0 : (w < 0 ? errno : EIO);
+    // The session is initialised before the pool reads any of its requests (libfuse would answer
+    // them EIO). Here, on Node's thread: this init calls no JS (ll_init).
+    synth_init(se);
   }
 
   // The JS objects the handlers need, held until the session ends (release_ended).
@@ -1701,7 +1706,6 @@ NAPI_METHOD(fuse_native_mount) {
   if (js_mounts++ == 0) uv_ref((uv_handle_t *) &ended_async);
   memset(&ft->ps, 0, sizeof(ft->ps));
   ft->ps.se = se;
-  ft->ps.start = adopt_fd >= 0 ? adopted_start : NULL;
   ft->ps.ended = session_ended;
   ft->next_ended = NULL;
   int err = pool_add(&ft->ps);
@@ -1820,14 +1824,13 @@ NAPI_METHOD(fuse_native_detach) {
   return NULL;
 }
 
-// [workers, sessions served, requests read, requests in flight, sessions starting] of the
-// shared pool.
+// [workers, sessions served, requests read, requests in flight] of the shared pool.
 NAPI_METHOD(fuse_native_pool_info) {
-  uint32_t pi[5];
+  uint32_t pi[4];
   pool_info(pi);
   napi_value arr, v;
   napi_create_array(env, &arr);
-  for (uint32_t i = 0; i < 5; i++) {
+  for (uint32_t i = 0; i < 4; i++) {
     napi_create_uint32(env, pi[i], &v);
     napi_set_element(env, arr, i, v);
   }

@@ -110,14 +110,13 @@ export default class Fuse extends FuseNative {
 
   /**
    * The shared pool (lib/native/pool.c): its threads, the sessions it serves (mounts, and
-   * connections unmounted but still held by someone), the requests it has read, those it is
-   * reading or serving now, and the sessions not served yet (a takeover's made-up INIT); zeros
-   * with fuse-native's prebuilt addon, or before the first mount.
+   * connections unmounted but still held by someone), the requests it has read, and those it is
+   * reading or serving now; zeros with fuse-native's prebuilt addon, or before the first mount.
    */
-  static pool(): { workers: number; sessions: number; requests: number; inflight: number; starting: number } {
-    if (!nativeLayer()) return { workers: 0, sessions: 0, requests: 0, inflight: 0, starting: 0 }
-    const [workers, sessions, requests, inflight, starting] = addon.fuse_native_pool_info()
-    return { workers, sessions, requests, inflight, starting }
+  static pool(): { workers: number; sessions: number; requests: number; inflight: number } {
+    if (!nativeLayer()) return { workers: 0, sessions: 0, requests: 0, inflight: 0 }
+    const [workers, sessions, requests, inflight] = addon.fuse_native_pool_info()
+    return { workers, sessions, requests, inflight }
   }
 
   // fuse-native's _open, but with the 8th argument, adoption, and our unmount for `force`.
@@ -135,9 +134,15 @@ export default class Fuse extends FuseNative {
       }
     }
     if (this.adoption) {
-      // The connection is live at mnt already: no stat, mkdir or unmount of the mountpoint.
+      // The connection is live at mnt already: no stat, mkdir or unmount of the mountpoint. Its
+      // made-up INIT goes through in fuse_native_mount and calls no JS (no ops.init): mounted.
       if (!nativeLayer()) return cb(new Error('adopting a mount needs the native layer (lib/native), not fuse-native\'s prebuilt addon'))
-      return mountNow([this.adoption.fd, this.adoption.known ?? []])
+      mountNow([this.adoption.fd, this.adoption.known ?? []])
+      if (this._openCallback) {
+        this._openCallback = null
+        process.nextTick(cb, null)
+      }
+      return
     }
     const onDirectory = (st: Stats): void => {
       stat(path.join(this.mnt, '..'), (_, parent) => {

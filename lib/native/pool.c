@@ -20,12 +20,9 @@
 // the last worker out calls its `ended`, which destroys it. A mount that is unmounted lazily while
 // a container still holds it is served until the kernel lets the connection go, as before.
 //
-// Adopted connections (a takeover) first need a made-up FUSE_INIT, which calls into JS: `start`
-// runs on a worker (never on Node's thread, which is waiting for it), and only then is the
-// descriptor added to the set, so that no request is read before the session is initialised
-// (libfuse would answer it EIO). A start holds its worker until JS has answered, and a restart
-// starts a thousand sessions: at most half the workers run starts at once, so that the others
-// answer the requests of the sessions already started, which readers have been waiting on.
+// An adopted connection (a takeover) is added once its made-up FUSE_INIT has gone through
+// (fuse-native.c): no request of it is read before its session is initialised (libfuse would
+// answer it EIO).
 //
 // The workers block every signal (Node's thread takes them), as libfuse's workers do. They never
 // exit: the pool lives as long as the process.
@@ -39,27 +36,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 typedef struct {
   int epfd;
-  // An eventfd in the set (data.ptr NULL), always readable, armed for one wake-up per start that
-  // may run (arm_starts): the doorbell of `starts`.
-  int wakefd;
-  unsigned starters; // workers running a start
   pthread_mutex_t mut;
-  pool_session_t *starts, *starts_tail;
   unsigned workers;
   uint32_t sessions;
   uint32_t requests;
   uint32_t inflight; // requests being read or served, all sessions together
-  uint32_t starting; // sessions waiting for their start, or in it
   void (*enter)(unsigned i, void *arg);
   void *arg;
 } pool_t;
 
-static pool_t pool = { .epfd = -1, .wakefd = -1, .mut = PTHREAD_MUTEX_INITIALIZER };
+static pool_t pool = { .epfd = -1, .mut = PTHREAD_MUTEX_INITIALIZER };
 
 // What a worker reads a request into. The kernel's largest requests are writes of max_write bytes
 // (fuse-native.c's init sets it to POOL_MAX_WRITE), plus a header; a request that does not fit
@@ -134,37 +124,6 @@ static void serve(pool_session_t *s) {
   if (last) s->ended(s);
 }
 
-// Wakes one worker for the next start, if one waits and fewer than half the workers run one.
-// Called with the lock.
-static void arm_starts_locked(void) {
-  unsigned most = pool.workers > 1 ? pool.workers / 2 : 1;
-  if (pool.starts == NULL || pool.starters >= most) return;
-  struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT, .data.ptr = NULL };
-  epoll_ctl(pool.epfd, EPOLL_CTL_MOD, pool.wakefd, &ev);
-}
-
-// One session waiting for its `start` (an adoption): run here, on a worker, then served.
-static void run_start(void) {
-  pthread_mutex_lock(&pool.mut);
-  pool_session_t *s = pool.starts;
-  if (s != NULL) {
-    pool.starts = s->next_start;
-    if (pool.starts == NULL) pool.starts_tail = NULL;
-    s->next_start = NULL;
-    pool.starters++;
-  }
-  arm_starts_locked(); // the next one, on another worker
-  pthread_mutex_unlock(&pool.mut);
-  if (s == NULL) return;
-  s->start(s);
-  pthread_mutex_lock(&pool.mut);
-  if (!s->detached) arm(s, EPOLL_CTL_ADD);
-  pool.starting--;
-  pool.starters--;
-  arm_starts_locked();
-  pthread_mutex_unlock(&pool.mut);
-}
-
 static void *worker(void *data) {
   unsigned i = (unsigned) (uintptr_t) data;
   worker_buf = malloc(POOL_BUF_SIZE);
@@ -173,8 +132,7 @@ static void *worker(void *data) {
     struct epoll_event ev;
     int n = epoll_wait(pool.epfd, &ev, 1, -1);
     if (n <= 0) continue; // EINTR: signals are blocked here, but a debugger's stop does it
-    if (ev.data.ptr == NULL) run_start();
-    else serve((pool_session_t *) ev.data.ptr);
+    serve((pool_session_t *) ev.data.ptr);
   }
   return NULL;
 }
@@ -183,12 +141,7 @@ int pool_start(unsigned workers, void (*enter)(unsigned i, void *arg), void *arg
   if (pool_started()) return 0;
   int epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) return -errno;
-  int wakefd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK); // readable for good: arming it rings it
-  if (wakefd < 0) { int e = errno; close(epfd); return -e; }
-  struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = NULL }; // disarmed until a start comes
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) { int e = errno; close(epfd); close(wakefd); return -e; }
   pool.epfd = epfd;
-  pool.wakefd = wakefd;
   pool.enter = enter;
   pool.arg = arg;
 
@@ -215,17 +168,8 @@ int pool_add(pool_session_t *s) {
   if (flags < 0 || fcntl(s->fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
   pthread_mutex_lock(&pool.mut);
   s->inflight = s->closing = s->detached = s->done = 0;
-  s->next_start = NULL;
   pool.sessions++;
-  if (s->start == NULL) {
-    arm(s, EPOLL_CTL_ADD);
-  } else {
-    if (pool.starts_tail) pool.starts_tail->next_start = s;
-    else pool.starts = s;
-    pool.starts_tail = s;
-    pool.starting++;
-    arm_starts_locked();
-  }
+  arm(s, EPOLL_CTL_ADD);
   pthread_mutex_unlock(&pool.mut);
   return 0;
 }
@@ -234,19 +178,18 @@ void pool_detach(pool_session_t *s) {
   pthread_mutex_lock(&pool.mut);
   if (!s->detached && !s->closing) {
     s->detached = 1;
-    epoll_ctl(pool.epfd, EPOLL_CTL_DEL, s->fd, NULL); // ENOENT if its start has not run yet
+    epoll_ctl(pool.epfd, EPOLL_CTL_DEL, s->fd, NULL);
     int flags = fcntl(s->fd, F_GETFL);
     if (flags >= 0) fcntl(s->fd, F_SETFL, flags & ~O_NONBLOCK);
   }
   pthread_mutex_unlock(&pool.mut);
 }
 
-void pool_info(uint32_t out[5]) {
+void pool_info(uint32_t out[4]) {
   pthread_mutex_lock(&pool.mut);
   out[0] = pool.workers;
   out[1] = pool.sessions;
   out[3] = pool.inflight;
-  out[4] = pool.starting;
   pthread_mutex_unlock(&pool.mut);
   out[2] = __atomic_load_n(&pool.requests, __ATOMIC_RELAXED);
 }

@@ -17,13 +17,11 @@ typedef struct pool_session_s pool_session_t;
 // The session's I/O (fuse_session_custom_io): reads bounded by the worker's buffer.
 extern const struct fuse_custom_io pool_io;
 
-// One session served by the pool, embedded in the mount's own struct. The mount fills `se`,
-// `start` and `ended`; the rest is the pool's (guarded by its lock).
+// One session served by the pool, embedded in the mount's own struct. The mount fills `se` and
+// `ended`; the rest is the pool's (guarded by its lock). An adopted connection is added once its
+// made-up FUSE_INIT went through (fuse-native.c, synth_init).
 struct pool_session_s {
   struct fuse_session *se;
-  // Run on a worker before the session's first request is read, or NULL (an adopted connection
-  // needs a made-up FUSE_INIT first: fuse-native.c, synth_init).
-  void (*start)(pool_session_t *s);
   // Run on a worker once the connection has ended (unmounted, aborted) and no request of it is
   // in flight any more: the session is the mount's to destroy.
   void (*ended)(pool_session_t *s);
@@ -33,7 +31,6 @@ struct pool_session_s {
   int closing;     // its connection ended: out of the epoll set, read no more
   int detached;    // pool_detach: out of the epoll set, left to the next process
   int done;        // `ended` has been called (or is being)
-  pool_session_t *next_start;
 };
 
 // Starts the pool's `workers` threads once (later calls change nothing and return 0): each runs
@@ -43,8 +40,8 @@ int pool_start(unsigned workers, void (*enter)(unsigned i, void *arg), void *arg
 // Whether the pool has been started.
 int pool_started(void);
 
-// Serves a session from now on: its fd made non-blocking, `start` run on a worker, then its
-// requests read by whichever worker is free. 0, or -errno.
+// Serves a session from now on: its fd made non-blocking, its requests read by whichever worker
+// is free. 0, or -errno.
 int pool_add(pool_session_t *s);
 
 // Stops reading a session's requests and gives its fd back its blocking mode, so that the next
@@ -52,7 +49,7 @@ int pool_add(pool_session_t *s);
 // are still answered. For a process that is leaving: the session is not destroyed.
 void pool_detach(pool_session_t *s);
 
-// [workers, sessions served, requests read so far, requests in flight now, sessions starting].
-void pool_info(uint32_t out[5]);
+// [workers, sessions served, requests read so far, requests in flight now].
+void pool_info(uint32_t out[4]);
 
 #endif
