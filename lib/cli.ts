@@ -1,15 +1,18 @@
 // The command line: mount, render, demo, help. A usage or input error is one line on stderr
 // and exit code 2; nothing else is printed for it.
+//
+// Each command loads what it needs when it runs, and nothing before: `dapifs csi` after a crash
+// serves its volumes again as soon as it has loaded its own modules (csi/command.ts), and the
+// modules of mount and render are not among them.
 
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { allocatableFromNode, nodeLabels } from './volume/allocatable.js'
-import { parseId, parsePodText, readSettings, readText, volumeOf, type InputFlags, type Settings } from './volume/input.js'
-import { readPod, type Pod } from './volume/pod.js'
-import { project, type Projection } from './volume/projection.js'
-import { serve, type ServeFlags } from './serve.js'
+import type { InputFlags, Settings } from './volume/input.js'
+import type { Pod } from './volume/pod.js'
+import type { Projection } from './volume/projection.js'
+import type { ServeFlags } from './serve.js'
 import { InputError } from './volume/shape.js'
 import { NEWEST, SUPPORTED } from './volume/release.js'
 
@@ -111,7 +114,8 @@ export function renderJson(p: Projection): string {
   return JSON.stringify(p.gid !== undefined ? { files, gid: p.gid } : { files }, null, 2) + '\n'
 }
 
-function renderPod(pod: Pod, settings: Settings, where: string): Projection {
+async function renderPod(pod: Pod, settings: Settings, where: string): Promise<Projection> {
+  const [{ project }, { volumeOf }] = await Promise.all([import('./volume/projection.js'), import('./volume/input.js')])
   try {
     const node = { allocatable: settings.allocatable, labels: settings.nodeLabels ?? new Map<string, string>() }
     return project(pod, volumeOf(pod, settings), { ...settings, node })
@@ -127,6 +131,8 @@ async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projec
   const { CoreV1Api } = await import('@kubernetes/client-node')
   const { loadKubeConfig, parsePodRef } = await import('./source/kube.js')
   const { describeError } = await import('./source/watch.js')
+  const { readPod } = await import('./volume/pod.js')
+  const { allocatableFromNode, nodeLabels } = await import('./volume/allocatable.js')
   const ref = parsePodRef(flags.pod!)
   const { kc, context } = loadKubeConfig(flags)
   const who = `pod ${ref.namespace}/${ref.name} (context ${context})`
@@ -156,9 +162,10 @@ async function render(args: string[]): Promise<void> {
   const flags = inputFlags(parse(args, INPUT_OPTIONS)[0])
   if (flags.podFile !== undefined && flags.pod !== undefined) throw new InputError('--pod', 'cannot be combined with --pod-file')
   if (flags.podFile === undefined && flags.pod === undefined) throw new UsageError('', 'one of --pod-file FILE or --pod NAMESPACE/NAME is required: the pod to render')
+  const { parsePodText, readSettings, readText } = await import('./volume/input.js')
   const settings = await readSettings(flags)
   const projection = flags.podFile !== undefined
-    ? renderPod(parsePodText(await readText(flags.podFile, '--pod-file'), flags.podFile), settings, flags.podFile)
+    ? await renderPod(parsePodText(await readText(flags.podFile, '--pod-file'), flags.podFile), settings, flags.podFile)
     : await clusterPod(flags, settings)
   // main's process.exit() would cut a piped output short at the pipe's buffer: wait for it.
   await new Promise<void>((resolve, reject) => process.stdout.write(renderJson(projection), (e) => (e ? reject(e) : resolve())))
@@ -167,6 +174,7 @@ async function render(args: string[]): Promise<void> {
 async function mountCommand(args: string[]): Promise<number> {
   const [v, [mountpoint]] = parse(args, MOUNT_OPTIONS, 1)
   if (mountpoint === undefined) throw new UsageError('', 'mount needs a MOUNTPOINT: dapifs mount MOUNTPOINT --pod-file FILE')
+  const [{ parseId }, { serve }] = await Promise.all([import('./volume/input.js'), import('./serve.js')])
   const flags: ServeFlags = inputFlags(v)
   if (typeof v.uid === 'string') flags.uid = parseId(v.uid, '--uid')
   if (typeof v.gid === 'string') flags.gid = parseId(v.gid, '--gid')
@@ -218,6 +226,7 @@ async function demo(args: string[]): Promise<number> {
   const mnt = path.resolve(where ?? '/tmp/dapifs-demo')
   await mkdir(mnt, { recursive: true }).catch(() => {}) // a stale mount there is dealt with by serve
   const example = path.relative(process.cwd(), EXAMPLE) || EXAMPLE
+  const { serve } = await import('./serve.js')
   return serve(mnt, { podFile: example, ...(v.debug ? { debug: true } : {}) }, (m) => `
 Try, in another terminal:
   ls -la ${m}

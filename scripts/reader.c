@@ -11,11 +11,22 @@
  *   reader readlink PATH THREADS SECONDS    readlink(2) in a loop; same first line
  *   reader ls PATH THREADS SECONDS          opendir, readdir to the end, closedir (FUSE caches no
  *       directory listing: each one asks the daemon); same first line
- *   The first line ends with "max_ns N": the longest single operation. SIGTERM ends the loops
- *   early, with the same output.
+ *   The first line ends with "max_ns N": the longest single operation, then "cpu_s S": the CPU
+ *   time the reader used (user and system, all threads), for rates that leave out the time other
+ *   processes on a busy machine took from it. SIGTERM ends the loops early, with the same output.
  *   reader until PATH HEX SECONDS
  *       polls PATH every 100 us until its content is the bytes HEX; prints "seen US", the
  *       CLOCK_REALTIME microsecond it first read them; exit 1 on timeout.
+ *   reader untilall HEX SECONDS LIST [THREADS]
+ *       the same for every path in the file LIST (one a line), polled in turn by THREADS threads
+ *       (1), each with its share of them, as that many readers would: prints "seen N of M
+ *       last_us US", US the CLOCK_REALTIME microsecond the last of them was first read with the
+ *       bytes HEX; exit 1 unless all were, within SECONDS.
+ *   reader answers SECONDS LIST
+ *       one listing (opendir, readdir, closedir) of each directory in the file LIST, all at once,
+ *       a thread each: each waits as long as its filesystem does not answer. Prints "answered N
+ *       of M errors N first_us US last_us US" (CLOCK_REALTIME microseconds of the first and the
+ *       last answer) and "errno E COUNT" lines; exit 1 unless all answered within SECONDS.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,10 +166,133 @@ static int until(const char *file, const char *hex, double seconds) {
   return 1;
 }
 
+static long long realtime_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* The lines of a file, each a path. */
+static char **read_list(const char *file, int *n) {
+  FILE *f = fopen(file, "r");
+  if (!f) { perror(file); exit(2); }
+  char **paths = NULL;
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  *n = 0;
+  while ((len = getline(&line, &cap, f)) > 0) {
+    if (line[len - 1] == '\n') line[--len] = 0;
+    if (len == 0) continue;
+    paths = realloc(paths, sizeof(char *) * (*n + 1));
+    paths[(*n)++] = strdup(line);
+  }
+  free(line);
+  fclose(f);
+  return paths;
+}
+
+struct poller { pthread_t thread; char **paths; int n, seen; long long last; const char *want; size_t wlen; double end; };
+
+static void *poll_share(void *arg) {
+  struct poller *p = arg;
+  char *buf = malloc(BUF);
+  char *done = calloc(p->n ? p->n : 1, 1);
+  while (p->seen < p->n && now() < p->end) {
+    for (int i = 0; i < p->n; i++) {
+      if (done[i]) continue;
+      int fd = open(p->paths[i], O_RDONLY);
+      if (fd < 0) continue;
+      size_t len = 0;
+      ssize_t r;
+      while ((r = read(fd, buf + len, BUF - len)) > 0) len += (size_t)r;
+      close(fd);
+      if (len == p->wlen && memcmp(buf, p->want, len) == 0) { done[i] = 1; p->seen++; p->last = realtime_us(); }
+    }
+    if (p->seen < p->n) usleep(100);
+  }
+  free(buf);
+  free(done);
+  return NULL;
+}
+
+static int until_all(const char *hex, double seconds, const char *list, int threads) {
+  static char want[BUF];
+  int n;
+  char **paths = read_list(list, &n);
+  size_t wlen = strlen(hex) / 2;
+  for (size_t i = 0; i < wlen; i++) sscanf(hex + 2 * i, "%2hhx", &want[i]);
+  if (threads < 1) threads = 1;
+  struct poller *ps = calloc(threads, sizeof *ps);
+  double end = now() + seconds;
+  for (int t = 0; t < threads; t++) {
+    int from = (int)((long)n * t / threads), to = (int)((long)n * (t + 1) / threads);
+    ps[t] = (struct poller){ .paths = paths + from, .n = to - from, .want = want, .wlen = wlen, .end = end };
+    pthread_create(&ps[t].thread, NULL, poll_share, &ps[t]);
+  }
+  int seen_n = 0;
+  long long last = 0;
+  for (int t = 0; t < threads; t++) {
+    pthread_join(ps[t].thread, NULL);
+    seen_n += ps[t].seen;
+    if (ps[t].last > last) last = ps[t].last;
+  }
+  printf("seen %d of %d last_us %lld\n", seen_n, n, last);
+  return seen_n == n ? 0 : 1;
+}
+
+struct answer { pthread_t thread; const char *path; long long at; int err; };
+
+static void *answer_one(void *arg) {
+  struct answer *a = arg;
+  DIR *d = opendir(a->path);
+  if (!d) { a->err = errno; a->at = realtime_us(); return NULL; }
+  errno = 0;
+  while (readdir(d)) {}
+  a->err = errno;
+  closedir(d);
+  a->at = realtime_us();
+  return NULL;
+}
+
+static int answers(double seconds, const char *list) {
+  int n;
+  char **paths = read_list(list, &n);
+  struct answer *as = calloc(n ? n : 1, sizeof *as);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  for (int i = 0; i < n; i++) {
+    as[i].path = paths[i];
+    pthread_create(&as[i].thread, &attr, answer_one, &as[i]);
+  }
+  double end = now() + seconds;
+  int answered = 0, errors = 0;
+  long long first = 0, last = 0;
+  while (now() < end) {
+    answered = 0;
+    for (int i = 0; i < n; i++) if (as[i].at) answered++;
+    if (answered == n) break;
+    usleep(1000);
+  }
+  for (int i = 0; i < n; i++) {
+    if (!as[i].at) continue;
+    if (as[i].err) { errors++; err_count[as[i].err & 255]++; }
+    if (!first || as[i].at < first) first = as[i].at;
+    if (as[i].at > last) last = as[i].at;
+  }
+  printf("answered %d of %d errors %d first_us %lld last_us %lld\n", answered, n, errors, first, last);
+  for (int e = 0; e < 256; e++) if (err_count[e]) printf("errno %d %ld\n", e, err_count[e]);
+  fflush(stdout);
+  _exit(answered == n && errors == 0 ? 0 : 1); /* threads still waiting are left behind */
+}
+
 int main(int argc, char **argv) {
   if (argc == 5 && strcmp(argv[1], "until") == 0) return until(argv[2], argv[3], atof(argv[4]));
+  if ((argc == 5 || argc == 6) && strcmp(argv[1], "untilall") == 0) return until_all(argv[2], atof(argv[3]), argv[4], argc == 6 ? atoi(argv[5]) : 1);
+  if (argc == 4 && strcmp(argv[1], "answers") == 0) return answers(atof(argv[2]), argv[3]);
   if (argc < 5) {
-    fprintf(stderr, "usage: reader cat|stat|readlink|ls PATH THREADS SECONDS [--contents] | reader until PATH HEX SECONDS\n");
+    fprintf(stderr, "usage: reader cat|stat|readlink|ls PATH THREADS SECONDS [--contents] | reader until PATH HEX SECONDS | reader untilall HEX SECONDS LIST [THREADS] | reader answers SECONDS LIST\n");
     return 2;
   }
   mode = strcmp(argv[1], "stat") == 0 ? STAT : strcmp(argv[1], "readlink") == 0 ? READLINK : strcmp(argv[1], "ls") == 0 ? LS : CAT;
@@ -187,8 +322,11 @@ int main(int argc, char **argv) {
   long k = 0;
   for (int i = 0; i < threads; i++) { memcpy(all + k, w[i].samples, sizeof(uint32_t) * w[i].n); k += w[i].n; }
   qsort(all, n, sizeof(uint32_t), cmp);
-  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u max_ns %.0f\n", ops, errors, elapsed,
-         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0, max_ns);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  printf("ops %ld errors %ld seconds %.3f p50_ns %u p99_ns %u max_ns %.0f cpu_s %.3f\n", ops, errors, elapsed,
+         n ? all[n / 2] : 0, n ? all[(long)(n * 0.99)] : 0, max_ns, cpu);
   for (int e = 0; e < 256; e++) if (err_count[e]) printf("errno %d %ld\n", e, err_count[e]);
   for (int i = 0; i < n_seen; i++) {
     printf("content %ld ", seen_count[i]);

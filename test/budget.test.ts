@@ -159,9 +159,11 @@ t.test('the node\'s budget sheds from the volume that keeps the most, not from t
   t.ok(node.total <= 1000, `the node keeps at most its budget: ${node.total}`)
   t.equal(quiet.kept(), quietPast, 'the quiet volume keeps its past generation')
   t.equal(churn.kept(), 600, 'the churning one keeps what is left')
+  t.equal(node.total, quiet.kept() + churn.kept(), 'the node\'s total is what its volumes keep')
   churn.close()
   t.equal(node.total, 300, 'a closed volume leaves the node\'s budget')
   quiet.close()
+  t.equal(node.total, 0, 'and so does the last')
 })
 
 t.test('a generation read back from a record is checked as a rendering is', async (t) => {

@@ -133,7 +133,7 @@ t.test(`16 reader processes for ${SOAK_SECONDS} s while flipping every 10 ms: no
   t.ok(rssEnd < 100 && rssEnd - rssWarm < 10, `memory flat: ${rssWarm.toFixed(1)} -> ${rssEnd.toFixed(1)} MB over the second half`)
   // libfuse 2 starts a worker thread whenever all are busy and ends those beyond 10 idle ones:
   // here about 1,000 a second. fuse-native's prebuilt addon sets up (and leaks) thread-locals
-  // for each; the native layer (lib/native/) reuses those of exited workers.
+  // for each; the native layer (lib/native/) has one set per worker of its shared pool.
   await d.stop()
   const threads = Number(/fuse threads set up (\d+)/.exec(d.lines.filter((l) => l.includes('dapifs:memory')).at(-1) ?? '')?.[1])
   t.ok(threads > 0 && threads < 500, `fuse-native's thread-locals stay bounded: ${threads} set up`)

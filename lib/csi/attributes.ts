@@ -84,9 +84,26 @@ export function volumeRequest(ctx: Record<string, string>, items: unknown, volum
   return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
 }
 
+/**
+ * Volumes read before by readVolumeContext, by what they were read from (the items' text, the
+ * mode, the name, extensions allowed or not), for each budget. A restart reads a thousand records,
+ * most of them from the same few manifests: each text is parsed and checked once. A volume is
+ * never changed once read, so one serves every request that reads the same.
+ */
+const readBefore = new WeakMap<VolumeBudget, Map<string, DownwardVolume>>()
+const READ_BEFORE = 256
+
 /** checkVolumeContext, parseAttribute and volumeRequest, in this thread. */
 export function readVolumeContext(ctx: Record<string, string>, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed',
   budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): VolumeRequest {
-  const { items } = checkVolumeContext(ctx, budget)
-  return volumeRequest(ctx, parseAttribute(items, ITEMS_WHERE), volumeName, extensions, budget)
+  const { pod, items } = checkVolumeContext(ctx, budget)
+  let seen = readBefore.get(budget)
+  if (!seen) readBefore.set(budget, (seen = new Map()))
+  const from = JSON.stringify([items, ctx.defaultMode ?? null, volumeName, extensions])
+  const volume = seen.get(from)
+  if (volume) return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
+  const request = volumeRequest(ctx, parseAttribute(items, ITEMS_WHERE), volumeName, extensions, budget)
+  if (seen.size >= READ_BEFORE) seen.clear()
+  seen.set(from, request.volume)
+  return request
 }

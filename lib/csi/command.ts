@@ -21,13 +21,14 @@ import { AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET, parseBudgetFlag } from '../vol
 import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extensions.js'
 import { qualifiedNameErrors } from '../volume/fieldpath.js'
 import { InputError } from '../volume/shape.js'
-import { CsiServer, DRIVER_NAME, RegistrationServer, SocketProbe, socketPath } from './server.js'
+import { DRIVER_NAME, socketPath } from './endpoint.js'
+import type { RegistrationServer } from './server.js'
 import { nativeLayer } from '../fs/mount.js'
 import { Keeper } from './keeper.js'
 import { VolumeStore } from './state.js'
 import { Volumes, type VolumesObserver } from './volumes.js'
 import { HttpEndpoint, parseHttpEndpoint, type Endpoint } from '../observe/http.js'
-import { Metrics } from '../observe/metrics.js'
+import type { Metrics } from '../observe/metrics.js'
 import type { PodEvents } from '../observe/events.js'
 
 export interface CsiFlags {
@@ -126,7 +127,8 @@ async function run(flags: CsiFlags): Promise<number> {
   let volumes: Volumes | undefined
   const keeper = keeperSocket === undefined ? undefined : new Keeper(keeperSocket, { say, reconnected: () => volumes?.rekeep() })
   const store = new VolumeStore(flags.stateDir ?? path.join(path.dirname(socket), 'volumes'))
-  const metrics = httpAt && new Metrics({ volumes: () => volumes?.size ?? 0, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) })
+  // prom-client loads after recover(), like gRPC: what a restart's readers wait for stays small.
+  let metrics: Metrics | undefined
   // Events need the Kubernetes client, which loads after recover(): until then, none are posted.
   let events: PodEvents | undefined
   const observe: VolumesObserver = {
@@ -143,13 +145,15 @@ async function run(flags: CsiFlags): Promise<number> {
   // restart's pause, for the pods' readers, lasts until their volumes are served again.
   await volumes.recover()
 
-  // Loaded only here: @kubernetes/client-node takes most of a second to load.
+  if (httpAt) metrics = new (await import('../observe/metrics.js')).Metrics({ volumes: () => volumes?.size ?? 0, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) })
+  // Loaded only here: gRPC, and @kubernetes/client-node, which takes most of a second to load.
+  const { CsiServer, RegistrationServer, SocketProbe } = await import('./server.js')
   const { loadKubeConfig } = await import('../source/kube.js')
   const { NodeSource } = await import('../source/node.js')
   const { podEventsFor } = await import('../observe/events.js')
   const { kc, context } = loadKubeConfig(flags, 'csi')
   const source = new NodeSource(kc, nodeName, { problem: (m) => say(m, { level: 'warning' }), info: (m) => say(m) },
-    metrics && ((resource) => metrics.watch(resource)))
+    metrics && ((resource) => metrics!.watch(resource)))
   events = podEventsFor(kc, nodeName, say)
   volumes.follow(source)
   const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)

@@ -15,11 +15,12 @@ import * as protoLoader from '@grpc/proto-loader'
 import createDebug from 'debug'
 import { InputError } from '../volume/shape.js'
 import { serveRewritten } from './authority.js'
+import { DRIVER_NAME } from './endpoint.js'
 import { CsiError, type PublishRequest, type Volumes } from './volumes.js'
 
 const log = createDebug('dapifs:csi:server')
 
-export const DRIVER_NAME = 'csi.dapifs.dev'
+export { DRIVER_NAME, socketPath } from './endpoint.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 /** The .proto files: beside this module (dist/csi/, copied by the build) or in lib/csi/. */
@@ -40,12 +41,6 @@ export function loadCsi(): { Identity: grpc.ServiceClientConstructor; Node: grpc
 export function loadRegistration(): grpc.ServiceClientConstructor {
   const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath('registration.proto'), LOAD)) as unknown as { pluginregistration: Pkg }
   return pkg.pluginregistration.Registration!
-}
-
-/** `unix:///run/csi.sock` or `/run/csi.sock`: the socket's path. */
-export function socketPath(endpoint: string): string | undefined {
-  const m = /^unix:\/\/(\/.+)$/.exec(endpoint) ?? /^unix:(\/.+)$/.exec(endpoint) ?? /^(\/.+)$/.exec(endpoint)
-  return m ? m[1] : undefined
 }
 
 type Handler = (req: never, deadline: number) => Promise<object>

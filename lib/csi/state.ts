@@ -24,9 +24,16 @@
 // or do not match their hashes, is reported and skipped: its volume is then served again only
 // when the kubelet publishes it. Records of the previous format (version 1: the bytes inline, in
 // base64) are still read, so that an upgrade takes its volumes over.
+//
+// Saves take turns, a few at a time (SAVING): a change of the Node flips every volume of the node
+// at once, and a thousand saves of a dozen file operations each would otherwise fill libuv's
+// thread pool, where the flips' own steps (flip.ts) wait their turn behind them. A volume's first
+// save (its publish, which answers the kubelet only once its record is on disk) goes before the
+// others.
 
 import { createHash } from 'node:crypto'
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { readdirSync, readFileSync } from 'node:fs'
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Generation } from '../volume/generation.js'
 import type { ProjectedFile } from '../volume/projection.js'
@@ -51,6 +58,8 @@ interface StoredGeneration {
 }
 
 const VERSION = 2
+/** Saves under way at once. */
+const SAVING = 2
 
 /** Each buffer's hash, computed once however many records name it. */
 const hashes = new WeakMap<Buffer, string>()
@@ -63,6 +72,11 @@ function sha256(data: Buffer): string {
 export class VolumeStore {
   /** The hashes each target's directory holds, as this process wrote or read them. */
   private readonly stored = new Map<string, Set<string>>()
+  /** Targets whose directory of bytes exists (made by a save, or read by load()). */
+  private readonly made = new Set<string>()
+  private saving = 0
+  /** Saves waiting for their turn: first saves at the front. */
+  private readonly turns: (() => void)[] = []
 
   constructor(readonly dir: string) {}
 
@@ -70,14 +84,37 @@ export class VolumeStore {
     return createHash('sha256').update(target).digest('hex').slice(0, 32)
   }
 
+  /** Waits for a turn to save (SAVING at once); first saves go ahead of the others. */
+  private async turn(first: boolean): Promise<() => void> {
+    if (this.saving >= SAVING) await new Promise<void>((resolve) => (first ? this.turns.unshift(resolve) : this.turns.push(resolve)))
+    else this.saving++
+    return () => {
+      const next = this.turns.shift()
+      if (next) next() // the turn passes on
+      else this.saving--
+    }
+  }
+
   async save(r: VolumeRecord): Promise<void> {
+    const done = await this.turn(!this.stored.has(r.target))
+    try {
+      await this.write(r)
+    } finally {
+      done()
+    }
+  }
+
+  private async write(r: VolumeRecord): Promise<void> {
     const g = r.generation
     const key = this.key(r.target)
     const blobs = path.join(this.dir, key)
     const files: StoredFile[] = g.projection.files.map((f) => ({ path: f.path, mode: f.mode, size: f.data.length, sha256: sha256(f.data) }))
     const before = this.stored.get(r.target) ?? new Set<string>()
     const after = new Set(files.map((f) => f.sha256))
-    await mkdir(blobs, { recursive: true, mode: 0o700 })
+    if (!this.made.has(r.target)) {
+      await mkdir(blobs, { recursive: true, mode: 0o700 })
+      this.made.add(r.target)
+    }
     const written = new Set<string>()
     for (const f of g.projection.files) {
       const h = sha256(f.data)
@@ -100,13 +137,20 @@ export class VolumeStore {
     await rm(path.join(this.dir, `${key}.json`), { force: true })
     await rm(path.join(this.dir, key), { recursive: true, force: true })
     this.stored.delete(target)
+    this.made.delete(target)
   }
 
-  /** Every record; `bad` hears of each file that is not one (it is then removed, bytes and all). */
+  /**
+   * Every record; `bad` hears of each file that is not one (it is then removed, bytes and all).
+   * Read with synchronous calls: it runs first of all at a restart (command.ts), when nothing else
+   * waits on this thread, and readers wait for it. A thousand records and their bytes take tens
+   * of milliseconds so, where libuv's thread pool, four hops a file, took most of a second. The
+   * state directory is the node's (the kubelet's plugin directory), never a dapifs mount.
+   */
   async load(bad: (file: string, why: string) => void): Promise<VolumeRecord[]> {
     let names: string[]
     try {
-      names = await readdir(this.dir)
+      names = readdirSync(this.dir)
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []
       throw e
@@ -115,9 +159,10 @@ export class VolumeStore {
     for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
       const file = path.join(this.dir, name)
       try {
-        const r = await this.parse(await readFile(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
+        const [r, version] = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
         if (`${this.key(r.target)}.json` !== name) throw new Error('its name is not its target\'s')
         this.stored.set(r.target, new Set(r.generation.projection.files.map((f) => sha256(f.data))))
+        if (version === VERSION) this.made.add(r.target) // its bytes were read from there
         out.push(r)
       } catch (e) {
         bad(file, (e as Error).message)
@@ -126,7 +171,7 @@ export class VolumeStore {
     return out
   }
 
-  private async parse(text: string, blobs: string): Promise<VolumeRecord> {
+  private parse(text: string, blobs: string): [VolumeRecord, number] {
     const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; kubelet?: unknown; generation?: unknown }
     if (o.version !== VERSION && o.version !== 1) throw new Error(`version ${String(o.version)}, expected ${VERSION} (or 1)`)
     const g = o.generation as { name?: unknown; createdMs?: unknown; gid?: unknown; files?: unknown } | undefined
@@ -137,15 +182,15 @@ export class VolumeStore {
     }
     const files: ProjectedFile[] = []
     const read = new Map<string, Buffer>()
-    for (const f of g.files as unknown[]) files.push(o.version === 1 ? inlineFile(f) : await storedFile(f, blobs, read))
-    return {
+    for (const f of g.files as unknown[]) files.push(o.version === 1 ? inlineFile(f) : storedFile(f, blobs, read))
+    return [{
       volumeId: o.volumeId,
       target: o.target,
       volumeContext: o.volumeContext,
       ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
       ...(typeof o.kubelet === 'string' ? { kubelet: o.kubelet } : {}),
       generation: { name: g.name, createdMs: g.createdMs, projection: { files, ...(g.gid !== undefined ? { gid: g.gid as number } : {}) } },
-    }
+    }, o.version]
   }
 }
 
@@ -167,13 +212,13 @@ function inlineFile(f: unknown): ProjectedFile {
 }
 
 /** A file of a version 2 record: its bytes from the target's directory, checked against its hash. */
-async function storedFile(f: unknown, blobs: string, read: Map<string, Buffer>): Promise<ProjectedFile> {
+function storedFile(f: unknown, blobs: string, read: Map<string, Buffer>): ProjectedFile {
   const o = fileFields(f)
   if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256) || typeof o.size !== 'number') throw new Error(`file ${JSON.stringify(o.path)}: no hash`)
   let data = read.get(o.sha256)
   if (data === undefined) {
     try {
-      data = await readFile(path.join(blobs, o.sha256))
+      data = readFileSync(path.join(blobs, o.sha256))
     } catch (e) {
       throw new Error(`file ${JSON.stringify(o.path)}: its bytes are missing (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
     }

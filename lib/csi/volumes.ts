@@ -47,6 +47,7 @@ import { DEFAULT_AGENT_BUDGET, causeOf, overBudget, type AgentBudget } from '../
 import { Daemon } from '../fs/daemon.js'
 import { KeptBytes } from '../fs/kept.js'
 import { DAPIFS_FSTYPE, lazyUnmount, mounts, prepareMountpoint } from '../fs/mountpoint.js'
+import { settled } from '../fs/mount.js'
 import { DEFAULT_NODE_LABEL_KEYS, nodeLabelKeyOf, nodeViewFor, type NodeLabelKeys } from '../volume/extensions.js'
 import type { NodeView, Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
@@ -140,6 +141,8 @@ interface Published {
 }
 
 const UNMOUNT_WAIT_MS = 3000
+/** Recorded volumes recover() takes over in a turn of the event loop. */
+const TAKING = 2
 /** fuse-native's addon takes the mountpoint in a 1,024-byte buffer, NUL included. */
 export const MAX_TARGET_BYTES = 1023
 
@@ -372,11 +375,12 @@ export class Volumes {
   async recover(): Promise<void> {
     const { store, keeper } = this.opts
     if (!store) return
+    const t0 = performance.now()
     const records = await store.load((file, why) => this.opts.say(`${file}: not a volume record (${why}); ignored`, { level: 'warning' }))
     const held = keeper?.take() ?? new Map<string, number>()
-    for (const r of records) {
-      const fd = held.get(r.target)
-      held.delete(r.target)
+    // Each record's fd, taken from `held` first, so that what is left there has no record.
+    const each = records.map((r) => { const fd = held.get(r.target); held.delete(r.target); return [r, fd] as const })
+    const takeOver = async (r: VolumeRecord, fd: number | undefined): Promise<void> => {
       let request: VolumeRequest
       // Checked as a publish would be, and its generation as a rendering would be, before it is
       // served: the state directory is the node's, but what it holds came from pod authors.
@@ -386,12 +390,12 @@ export class Volumes {
       } catch (e) {
         this.opts.say(`${JSON.stringify(r.target)}: its recorded volume is not valid here (${(e as Error).message.replace(/\n/g, ' ')}); unmounting it`, { level: 'warning' })
         await this.forget(r.target, fd)
-        continue
+        return
       }
       if (fd === undefined) {
         this.opts.say(`${r.target}: no connection was kept for it (no keeper, or the node restarted); unmounting what is left there`, { level: 'warning', ...fieldsOf(request, r.target) })
         await this.forget(r.target, fd)
-        continue
+        return
       }
       const p = this.published(r.volumeId, r.target, r.volumeContext, request, recordedRelease(r.kubelet), fd)
       if (r.seen) p.seen = r.seen
@@ -401,10 +405,26 @@ export class Volumes {
       } catch (e) {
         this.opts.say(`${r.target}: cannot take over its connection: ${(e as Error).message}; unmounting it`, { level: 'error', ...fieldsOf(request, r.target) })
         await this.forget(r.target, fd)
-        continue
+        return
       }
       this.add(p)
       this.opts.say(`took over pod ${podName(request.pod)}, volume ${JSON.stringify(request.volume.name)} at ${r.target} (${r.generation.name})`, fieldsOf(request, r.target))
+    }
+    // A couple per turn of the event loop: a takeover is a few hundred microseconds of this
+    // thread's, and in the turns between them, the requests of the volumes taken over already are
+    // answered (a thousand volumes take most of a second; readers of the first need not wait).
+    let next = 0
+    const taker = async (): Promise<void> => {
+      for (let i = next++; i < each.length; i = next++) {
+        await takeOver(...each[i]!)
+        await turn() // the requests of the volumes taken over are answered in between
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(TAKING, each.length) }, taker))
+    // What readers asked while no agent ran is answered before anything else (command.ts) loads.
+    if (this.byTarget.size > 0) {
+      await settled()
+      this.opts.say(`took over ${this.byTarget.size} volumes in ${(performance.now() - t0).toFixed(0)} ms, ${performance.now().toFixed(0)} ms after this process started`)
     }
     for (const [target, fd] of held) {
       this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`, { level: 'warning', target })

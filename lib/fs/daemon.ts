@@ -159,10 +159,14 @@ export class Daemon implements PodSink, KubeSink {
     this.tree.close()
   }
 
-  /** Stops flipping, and leaves the mount to whoever holds its connection (the keeper). */
+  /**
+   * Stops flipping, and leaves the mount to whoever holds its connection (the keeper): its
+   * requests wait for the next process from now on.
+   */
   async detach(): Promise<void> {
     await this.flipper.idle()
     this.flipper.live = false
+    this.mount.detach()
   }
 
   /** Every 1,000 flips and at stop, with DEBUG=dapifs:memory. */

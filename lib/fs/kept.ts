@@ -18,6 +18,8 @@ export interface KeptHolder {
 
 export class KeptBytes {
   private readonly holders = new Set<KeptHolder>()
+  /** Bytes kept by every holder together, as they report them (changed()). */
+  private sum = 0
 
   constructor(readonly budget: number) {}
 
@@ -26,15 +28,21 @@ export class KeptBytes {
     return () => { this.holders.delete(h) }
   }
 
+  /**
+   * A holder now keeps `delta` bytes more (or fewer). Each reports its own changes, so that the
+   * total is known without asking a thousand volumes at every flip.
+   */
+  changed(delta: number): void {
+    this.sum += delta
+  }
+
   get total(): number {
-    let sum = 0
-    for (const h of this.holders) sum += h.kept()
-    return sum
+    return this.sum
   }
 
   /** After a holder kept more: sheds from the largest until the node's total fits. */
   enforce(): void {
-    for (let total = this.total; total > this.budget; total = this.total) {
+    while (this.sum > this.budget) {
       let largest: KeptHolder | undefined
       let most = 0
       for (const h of this.holders) {

@@ -47,8 +47,12 @@ const log = createDebug('dapifs:mount')
 const logRequest = createDebug('dapifs:requests')
 
 const W_OK = 2
-/** libfuse keeps at most this many idle workers per mount: at rest, threads per mount stay few. */
-const MAX_IDLE_THREADS = 2
+/**
+ * The threads that serve every mount of the process (the native layer's shared pool): enough that
+ * a request of one mount is read while others wait on Node's thread, which answers them one at a
+ * time anyway.
+ */
+const WORKERS = 4
 
 export interface MountOptions {
   /** Let other users in (allow_other). Needs root, or user_allow_other in /etc/fuse.conf. */
@@ -181,7 +185,7 @@ export class Mount {
       attrTimeout: cache,
       cacheSymlinks: true,
       noOpen: true,
-      maxIdleThreads: MAX_IDLE_THREADS,
+      workers: WORKERS,
       fsname: 'dapifs',
       // Without noatime the kernel drops the cached atime after each read, and the next fstat
       // costs a request.
@@ -194,12 +198,12 @@ export class Mount {
   }
 
   /**
-   * How many thread-locals fuse-native has set up for libfuse's worker threads. The native
-   * layer recycles them, so this stays at the peak of workers alive at once; the prebuilt addon
-   * sets up one more for every worker libfuse starts.
+   * How many thread-locals have been set up for the threads that serve requests: the native
+   * layer's shared pool has one set per worker, for every mount of the process; fuse-native's
+   * prebuilt addon sets up one more for every worker libfuse 2 starts for this mount.
    */
   threadsSetUp(): number {
-    return this.fuse?._threads.size ?? 0
+    return nativeLayer() ? Fuse.pool().workers : this.fuse?._threads.size ?? 0
   }
 
   /**
@@ -242,6 +246,15 @@ export class Mount {
     this.live = true
   }
 
+  /**
+   * Leaves the connection to the keeper and the next process: no more requests are read here (a
+   * process that is leaving). With fuse-native's prebuilt addon, nothing: it cannot hand over.
+   */
+  detach(): void {
+    this.live = false
+    this.fuse?.detach()
+  }
+
   async unmount(): Promise<void> {
     this.live = false
     // A notification written after the channel is closed would go to whatever reuses its fd.
@@ -249,6 +262,30 @@ export class Mount {
     const fuse = this.fuse
     if (!fuse) return
     await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
+  }
+}
+
+/**
+ * Resolves once the requests that waited for this process are answered: none being read or
+ * served, and none read since, twice in a row a millisecond apart; or after `maxMs`, whatever
+ * comes. A restarted agent waits for it before it loads what can wait (gRPC, the Kubernetes
+ * client), which holds Node's thread for hundreds of milliseconds: the readers that waited
+ * through the restart go first.
+ */
+export async function settled(maxMs = 250): Promise<void> {
+  if (!nativeLayer()) return
+  const end = performance.now() + maxMs
+  let quiet = 0
+  let last = -1
+  while (performance.now() < end) {
+    const p = Fuse.pool()
+    if (p.inflight === 0 && p.requests === last) {
+      if (++quiet >= 2) return
+    } else {
+      quiet = 0
+    }
+    last = p.requests
+    await new Promise((resolve) => setTimeout(resolve, 1))
   }
 }
 

@@ -144,9 +144,9 @@ export class Tree implements KeptHolder {
   private current: Built | undefined
   /** A generation whose directory exists but that ..data does not point at yet. */
   private staged: Built | undefined
-  private readonly retained: LRUCache<string, Built>
+  private retainedCache: LRUCache<string, Built> | undefined
   /** Dropped generations, for reads of files held open (file()). */
-  private readonly archived: LRUCache<string, Built>
+  private archivedCache: LRUCache<string, Built> | undefined
   private readonly dropped: ((name: string) => void) | undefined
   private root: Node | undefined
   private dataLink: Node | undefined
@@ -159,40 +159,61 @@ export class Tree implements KeptHolder {
   private readonly linksTakeFsGroup: boolean
   /** Whether a write has completed: the kubelet's SetVolumeOwnership has made the root setgid. */
   private written = false
+  /** Bytes of the generations in `retained` and `archived`, kept up to date as they come and go. */
+  private keptNow = 0
 
-  constructor(opts: TreeOptions = {}) {
+  constructor(private readonly opts: TreeOptions = {}) {
     this.uid = opts.uid ?? 0
     this.gid = opts.gid ?? 0
     this.linksTakeFsGroup = opts.linksTakeFsGroup ?? true
-    this.retained = new LRUCache<string, Built>({
-      max: opts.retainMax ?? 64,
-      ttl: opts.retainMs ?? 5_000,
-      ttlAutopurge: true,
-      dispose: (built, name, reason) => {
-        if (reason === 'set' || this.inUse(name)) return
-        this.archived.set(name, built)
-        this.dropped?.(name)
-      },
-    })
-    this.archived = new LRUCache<string, Built>({ max: opts.retainMax ?? 64, ttl: opts.keptMs ?? DEFAULT_KEPT_MS, ttlAutopurge: true })
     this.dropped = opts.dropped
     this.keptBytes = opts.keptBytes ?? DEFAULT_KEPT_BYTES
     this.node = opts.node
     this.leaveNode = this.node?.add(this) ?? ((): void => {})
   }
 
+  /**
+   * Replaced generations, still resolvable. Made when the first is replaced: a node's thousand
+   * volumes, most of which never flip, keep none (and a restart makes them faster).
+   */
+  private get retained(): LRUCache<string, Built> {
+    return (this.retainedCache ??= new LRUCache<string, Built>({
+      max: this.opts.retainMax ?? 64,
+      ttl: this.opts.retainMs ?? 5_000,
+      ttlAutopurge: true,
+      dispose: (built, name, reason) => {
+        if (reason === 'set' || this.inUse(name)) { this.keep(-built.bytes); return }
+        this.archived.set(name, built) // its bytes stay kept
+        this.dropped?.(name)
+      },
+    }))
+  }
+
+  /** Dropped generations, for reads of files held open (file()); made as `retained` is. */
+  private get archived(): LRUCache<string, Built> {
+    return (this.archivedCache ??= new LRUCache<string, Built>({
+      max: this.opts.retainMax ?? 64,
+      ttl: this.opts.keptMs ?? DEFAULT_KEPT_MS,
+      ttlAutopurge: true,
+      dispose: (built) => this.keep(-built.bytes),
+    }))
+  }
+
   /** Bytes of past generations kept now, resolvable or readable by path (KeptHolder). */
   kept(): number {
-    let n = 0
-    for (const b of this.retained.values()) n += b.bytes
-    for (const b of this.archived.values()) n += b.bytes
-    return n
+    return this.keptNow
+  }
+
+  /** Every generation that comes into `retained` or `archived` counts here, and with the node. */
+  private keep(delta: number): void {
+    this.keptNow += delta
+    this.node?.changed(delta)
   }
 
   /** Lets go of the oldest past generation: readable by path first, then resolvable (KeptHolder). */
   shed(): boolean {
-    if (this.archived.size > 0) { this.archived.pop(); return true }
-    if (this.retained.size === 0) return false
+    if ((this.archivedCache?.size ?? 0) > 0) { this.archived.pop(); return true }
+    if ((this.retainedCache?.size ?? 0) === 0) return false
     this.retained.pop() // its dispose moves it to archived, and reports it dropped
     this.archived.pop()
     return true
@@ -207,8 +228,8 @@ export class Tree implements KeptHolder {
   /** Lets go of everything kept, and of the node's budget (the volume is gone). */
   close(): void {
     this.leaveNode()
-    this.retained.clear()
-    this.archived.clear()
+    this.retainedCache?.clear()
+    this.archivedCache?.clear()
   }
 
   /** The current generation: the one ..data points at. */
@@ -227,7 +248,7 @@ export class Tree implements KeptHolder {
 
   /** Whether a generation name is in use: current, staged or still resolvable. */
   has(name: string): boolean {
-    return this.inUse(name) || this.retained.has(name)
+    return this.inUse(name) || (this.retainedCache?.has(name) ?? false)
   }
 
   /** The top-level link names a generation's items need: the current one's, or the one given. */
@@ -271,6 +292,7 @@ export class Tree implements KeptHolder {
     this.tmpLink = undefined
     this.rebuildRoot(now)
     if (replaced) {
+      this.keep(replaced.bytes)
       this.retained.set(replaced.gen.name, replaced)
       this.enforceKept()
     }
@@ -335,7 +357,7 @@ export class Tree implements KeptHolder {
       const node = this.lookup(`/${name}`)
       if (node?.kind === 'link') out.push([`/${name}`, node.stat.ino])
     }
-    const built = [this.current, this.staged, ...this.retained.values()]
+    const built = [this.current, this.staged, ...this.retainedCache?.values() ?? []]
     for (const b of built) {
       if (!b) continue
       for (const [rel, node] of b.nodes) out.push([rel ? `/${b.gen.name}/${rel}` : `/${b.gen.name}`, node.stat.ino])
@@ -347,7 +369,7 @@ export class Tree implements KeptHolder {
   file(path: string): Buffer | undefined {
     let node = this.lookup(path)
     const slash = path.indexOf('/', 1)
-    if (!node && slash > 0) node = this.archived.get(path.slice(1, slash))?.nodes.get(path.slice(slash + 1))
+    if (!node && slash > 0) node = this.archivedCache?.get(path.slice(1, slash))?.nodes.get(path.slice(slash + 1))
     return node?.kind === 'file' ? node.data : undefined
   }
 
@@ -364,7 +386,7 @@ export class Tree implements KeptHolder {
       if (link) return link
     }
     const built = first === this.current?.gen.name ? this.current
-      : first === this.staged?.gen.name ? this.staged : this.retained.get(first)
+      : first === this.staged?.gen.name ? this.staged : this.retainedCache?.get(first)
     if (!built) return undefined
     return built.nodes.get(slash < 0 ? '' : path.slice(slash + 1))
   }

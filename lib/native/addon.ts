@@ -22,6 +22,8 @@ export interface Native {
   fuse_native_invalidate_root_entry(thread: Buffer, name: string, cb: (res: number) => void): void
   fuse_native_conn_info(thread: Buffer): [number, number, number]
   fuse_native_session_fd(thread: Buffer): number
+  fuse_native_detach(thread: Buffer): void
+  fuse_native_pool_info(): [workers: number, sessions: number, requests: number, inflight: number]
   fuse_native_keeper_put(sock: string, key: string, fd: number): void
   fuse_native_keeper_drop(sock: string, key: string): void
   fuse_native_keeper_take(sock: string): Array<{ key: string; fd: number }>

@@ -15,6 +15,7 @@
       "fuse-native.c",
       "node-table.c",
       "keeper-client.c",
+      "pool.c",
     ],
     "cflags": [
       "-g",

@@ -7,13 +7,14 @@
 // differs from fuse-native's own fuse-native.c.
 //
 // A request's way through, in five steps:
-// 1. libfuse's loop (fuse_session_loop_mt) reads a request from /dev/fuse on one of its worker
-//    threads, and calls our low-level op for it (ll_lookup, ll_getattr, ...) with node ids.
+// 1. A worker of the shared pool (pool.c: a few threads for every mount of the process) reads a
+//    request from a mount's /dev/fuse, and has libfuse call our low-level op for it (ll_lookup,
+//    ll_getattr, ...) with node ids.
 // 2. The op resolves the ids to paths in the mount's node table (node-table.h) and calls
 //    fuse-native's path handler (fuse_native_getattr, ...: FUSE_METHOD), as libfuse 2's high-level
 //    API called it.
-// 3. The handler puts the request in the worker's thread-locals, wakes Node's thread
-//    (uv_async_send) and waits on the worker's semaphore.
+// 3. The handler puts the request in the worker's thread-locals, with the mount it is for, wakes
+//    Node's thread (uv_async_send) and waits on the worker's semaphore.
 // 4. On Node's thread, fuse_native_dispatch calls fuse-native's JS handler, which calls the ops
 //    (lib/fs/mount.ts), and the answer comes back through fuse_native_signal_<op>, which posts the
 //    semaphore.
@@ -21,8 +22,9 @@
 //
 // What the port changes or adds, beyond the API it sits on:
 // - libfuse 3 (Debian's libfuse3, 3.14; headers from libfuse3-dev, found with pkg-config), on its
-//   low-level API: fuse_session_new + fuse_session_mount + fuse_session_loop_mt with a loop
-//   config; the thin ll_* ops keep fuse-native's JS API path-based. getattr and setattr route to
+//   low-level API: fuse_session_new + fuse_session_mount, and the session served by the shared
+//   pool (pool.c) instead of a loop of its own; the thin ll_* ops keep fuse-native's JS API
+//   path-based. getattr and setattr route to
 //   fgetattr and ftruncate when given a file, rename refuses flags, readdir serves windows of the
 //   whole listing JS gave (kept per opendir), init sets the capabilities.
 // - Node ids are what JS says each object is: the `ino` of its stat (up to 2^53 - 1, so stats
@@ -32,21 +34,24 @@
 //   (entry_timeout, attr_timeout, negative_timeout; kernel_cache: keep_cache on opens; others
 //   ignored), the rest (allow_other, fsname=, subtype=, noatime, debug...) go to
 //   fuse_session_new (parse_options).
-// - fuse_native_mount's 8th argument, from fuse.ts: [maxIdleThreads, maxThreads, cacheSymlinks,
-//   noOpen].
+// - fuse_native_mount's 8th argument, from fuse.ts: [workers, 0, cacheSymlinks, noOpen].
 //   - cacheSymlinks: FUSE_CAP_CACHE_SYMLINKS, so the kernel keeps symlink targets in its page
 //     cache and a warm path walk through `labels -> ..data/labels` asks the daemon nothing.
 //   - noOpen: with no JS open handler, open answers ENOSYS here; the kernel then stops sending
 //     open and release (FUSE_NO_OPEN_SUPPORT), and kept pages serve reads.
-//   - maxIdleThreads / maxThreads: libfuse 3's loop keeps at most that many idle workers.
-//   Atomic O_TRUNC is turned off (with no opens, O_TRUNC would be dropped silently).
-// - The thread-locals of exited workers are recycled instead of leaked (release_thread_locals).
-//   libfuse's loop ends workers beyond its idle limit and starts a new one whenever all are
-//   busy, so under sustained concurrent requests workers can come and go by the thousand per
-//   second. fuse-native sets up thread-locals for each new worker (a JS buffer pinned by a
-//   reference, and a uv_async handle on Node's loop) and never freed them
-//   (`pthread_key_create(..., NULL); // TODO: add destructor`): now they number at most the peak
-//   of workers alive at once.
+//   - workers: the size of the shared pool, set by the first mount of the process.
+//   Atomic O_TRUNC is turned off (with no opens, O_TRUNC would be dropped silently), and
+//   max_write is the pool's (pool.h).
+// - One set of thread-locals per worker of the pool (a JS buffer pinned by a reference, and a
+//   uv_async handle on Node's loop), made on Node's thread when the pool starts, and each request
+//   says which mount it is for. fuse-native set them up lazily for each new libfuse worker of each
+//   mount, and never freed them (`pthread_key_create(..., NULL); // TODO: add destructor`).
+// - When a mount's connection ends, the pool's last worker out destroys its session
+//   (session_ended), and Node's thread lets go of the JS objects the mount held (fuse-native
+//   never did: each unmounted Fuse, its ops and what they hold stayed reachable for good).
+// - fuse_native_detach(thread): the pool stops reading a mount's requests (the process is
+//   leaving it to the keeper and the next process).
+// - fuse_native_pool_info(): [workers, sessions served, requests read, requests in flight].
 // - fuse_native_invalidate_root_entry(thread, name, cb): FUSE_NOTIFY_INVAL_ENTRY for a name in the
 //   mount's root, written from libuv's thread pool. The kernel keeps the entries it has looked up
 //   until memory runs short, and the node table keeps a node for each; dapifs calls this for
@@ -56,7 +61,8 @@
 //   mount, stat or unmount of mnt; fuse_session_mount(se, "/dev/fd/N"); the node table pre-filled
 //   with the 10th, `known` [path, ino] pairs (kept until unmount); FUSE_NOTIFY_RESEND written
 //   (kernel 6.9+), so that requests the dead server had read are queued again; and a made-up
-//   FUSE_INIT fed to the session on the loop's thread (synth_init). fuse_native_session_fd
+//   FUSE_INIT fed to the session before the pool serves it (synth_init; its init calls no JS,
+//   and fuse.ts calls the mount's callback at once). fuse_native_session_fd
 //   gives the fd to hand to the keeper, whose client is keeper-client.c.
 // - fuse_native_conn_info(thread): [capable, want, resend] after init.
 // - fuse-native's utimens passed atime as mtime too.
@@ -83,6 +89,7 @@
 #include <errno.h>
 #include <sys/wait.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 #include <fcntl.h>
@@ -90,6 +97,7 @@
 
 #include "keeper-client.h"
 #include "node-table.h"
+#include "pool.h"
 
 _Static_assert(NT_ROOT_ID == FUSE_ROOT_ID, "the node table's root is the kernel's");
 
@@ -194,18 +202,21 @@ static const uint32_t op_rmdir = 33;
 
 // Data structures
 
-typedef struct {
+typedef struct fuse_thread_s {
   napi_env env;
-  pthread_t thread;
-  pthread_attr_t attr;
   napi_ref ctx;
-  napi_ref malloc;
 
   // Operation handlers
   napi_ref handlers[35];
 
   struct fuse_session *se;
   int mounted;
+  // How the shared pool serves the session (pool.h); ps.se is se.
+  pool_session_t ps;
+  // Held while a notification is written with se, and while se is destroyed.
+  pthread_mutex_t se_mut;
+  // Sessions ended, for Node's thread to let go of their JS references (ended_async).
+  struct fuse_thread_s *next_ended;
 
   // What the kernel's node ids stand for (node-table.h).
   node_table_t nodes;
@@ -223,16 +234,7 @@ typedef struct {
   int adopt_fd;
   int resend_res;
 
-  uv_async_t async;
-  uv_mutex_t mut;
-  uv_sem_t sem;
-
-  // Thread-locals of exited workers, for the next new worker (guarded by mut).
-  struct fuse_thread_locals_s *free_locals;
-
   // libfuse 3 settings from JS (fuse_native_mount's 8th argument)
-  uint32_t max_idle_threads;
-  uint32_t max_threads;
   uint32_t cache_symlinks;
   uint32_t no_open;
   uint32_t has_fgetattr;
@@ -280,16 +282,17 @@ typedef struct fuse_thread_locals_s {
   // Readdir
   fuse_fill_dir_t readdir_filler;
 
-  // Internal bookkeeping
+  // Internal bookkeeping: the mount of the request in hand, and the way to Node's thread and back
   fuse_thread_t *fuse;
   uv_sem_t sem;
   uv_async_t async;
-
-  struct fuse_thread_locals_s *next_free;
 } fuse_thread_locals_t;
 
-static pthread_key_t thread_locals_key;
+// The mount whose request this thread is serving: each low-level op sets it (LL_BEGIN) from
+// fuse_req_userdata before calling a path handler.
 static __thread fuse_thread_t *current_ft;
+// This worker's thread-locals (pool_enter).
+static __thread fuse_thread_locals_t *my_locals;
 
 // Tells dapifs that this addon is the native layer's (lib/native), not fuse-native's prebuilt one.
 static const uint32_t dapifs_native = 1;
@@ -815,10 +818,8 @@ NAPI_METHOD(fuse_native_signal_init) {
   return NULL;
 }
 
-static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config *cfg) {
-  fuse_thread_locals_t *l = get_thread_locals();
-  fuse_thread_t *ft = l->fuse;
-
+// The capabilities the port wants (init, for both a fresh mount and an adopted connection).
+static void want_capabilities (fuse_thread_t *ft, struct fuse_conn_info *conn) {
   // The kernel keeps symlink targets in the page cache: a warm path walk through a symlink
   // costs no readlink. A link changed inside the daemon is a new node (its id is its target), and
   // fuse_native_invalidate_root_entry drops the kernel's entry for the old one.
@@ -832,6 +833,11 @@ static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config 
   // ENOSYS answer to open makes the kernel stop sending open and release for good.
   ft->capable = conn->capable;
   ft->want = conn->want;
+}
+
+static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  fuse_thread_locals_t *l = get_thread_locals();
+  want_capabilities(l->fuse, conn);
 
   l->op = op_init;
   l->op_fn = fuse_native_dispatch_init;
@@ -902,8 +908,14 @@ static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path,
 }
 
 static void ll_init (void *userdata, struct fuse_conn_info *conn) {
-  current_ft = (fuse_thread_t *) userdata;
-  fuse_native_init(conn, NULL);
+  fuse_thread_t *ft = (fuse_thread_t *) userdata;
+  current_ft = ft;
+  // What a worker's buffer holds (pool.h): larger writes would not reach us whole.
+  if (conn->max_write > POOL_MAX_WRITE) conn->max_write = POOL_MAX_WRITE;
+  // An adopted connection's made-up INIT (synth_init) is fed on Node's thread, in
+  // fuse_native_mount, and calls no JS: the mount's callback comes from fuse.ts at once.
+  if (ft->adopt_fd >= 0) want_capabilities(ft, conn);
+  else fuse_native_init(conn, NULL);
 }
 
 static void ll_lookup (fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -1363,94 +1375,82 @@ static void fuse_native_dispatch (uv_async_t* handle) {
   fn(handle, l, ft);
 }
 
-static void fuse_native_async_init (uv_async_t* handle) {
-  fuse_thread_t *ft = (fuse_thread_t *) handle->data;
-  fuse_thread_locals_t *l;
-
-  FUSE_NATIVE_CALLBACK(ft->malloc, {
-    napi_value argv[1];
-    napi_create_uint32(ft->env, (uint32_t) sizeof(fuse_thread_locals_t), &(argv[0]));
-
-    napi_value buf;
-    NAPI_MAKE_CALLBACK(ft->env, NULL, ctx, callback, 1, argv, &buf);
-
-    size_t l_len;
-
-    napi_get_buffer_info(env, buf, (void **) &l, &l_len);
-    napi_create_reference(env, buf, 1, &(l->self));
-  })
-
-
-  int err = uv_async_init(uv_default_loop(), &(l->async), (uv_async_cb) fuse_native_dispatch);
-  assert(err >= 0);
-
-  uv_unref((uv_handle_t *) &(l->async));
-
-  uv_sem_init(&(l->sem), 0);
-  l->async.data = l;
-  ft->async.data = l;
-  l->fuse = ft;
-
-  uv_sem_post(&(ft->sem));
-}
-
-// libfuse's loop ends workers beyond its idle limit (maxIdleThreads; 10 in libfuse 2) and starts
-// new ones when all are busy, so workers can come and go by the thousand per second. Each
-// worker's thread-locals are a JS buffer pinned by a reference plus a uv_async handle on Node's
-// loop, which cannot be freed from the exiting thread. So they are recycled instead: this
-// destructor, run by each exiting worker once it has answered its last request, puts its
-// thread-locals on its mount's free list, and the next new worker takes them from there.
-static void release_thread_locals (void *data) {
-  fuse_thread_locals_t *l = (fuse_thread_locals_t *) data;
-  fuse_thread_t *ft = l->fuse;
-
-  uv_mutex_lock(&(ft->mut));
-  l->next_free = ft->free_locals;
-  ft->free_locals = l;
-  uv_mutex_unlock(&(ft->mut));
-}
+// The shared pool's workers (pool.c) and their thread-locals: one set per worker, made on Node's
+// thread when the first mount starts the pool (each a JS buffer pinned by a reference, which
+// fuse-native's JS hands back to the signal functions, and a uv_async handle on Node's loop,
+// unreferenced so that it does not keep the process alive). A worker serves any mount: each
+// request sets the mount it is for (get_thread_locals).
+static fuse_thread_locals_t **pool_locals;
+// Sessions ended (session_ended, on a worker), for Node's thread to let go of their JS objects.
+static uv_async_t ended_async;
+static pthread_mutex_t ended_mut = PTHREAD_MUTEX_INITIALIZER;
+static fuse_thread_t *ended_list;
+// Mounts JS has made and not unmounted (Node's thread only): while there is one, ended_async is
+// referenced, so that Node's loop stays alive, as fuse-native's per-mount handle kept it.
+static uint32_t js_mounts;
 
 static fuse_thread_locals_t* get_thread_locals () {
-  // The mount whose request this thread is serving: each low-level op sets it (ll_begin) from
-  // fuse_req_userdata before calling a path handler.
-  fuse_thread_t *ft = current_ft;
-
-  void *data = pthread_getspecific(thread_locals_key);
-
-  if (data != NULL) {
-    return (fuse_thread_locals_t *) data;
-  }
-
-  // Need to lock the mutation of l->async.
-  uv_mutex_lock(&(ft->mut));
-
-  if (ft->free_locals != NULL) {
-    fuse_thread_locals_t *l = ft->free_locals;
-    ft->free_locals = l->next_free;
-    l->next_free = NULL;
-    pthread_setspecific(thread_locals_key, (void *) l);
-    uv_mutex_unlock(&(ft->mut));
-    return l;
-  }
-  ft->async.data = ft;
-
-  // Notify the main thread to uv_async_init l->async.
-  uv_async_send(&(ft->async));
-  uv_sem_wait(&(ft->sem));
-
-  fuse_thread_locals_t *l = (fuse_thread_locals_t*) ft->async.data;
-
-  pthread_setspecific(thread_locals_key, (void *) l);
-  uv_mutex_unlock(&(ft->mut));
-
+  fuse_thread_locals_t *l = my_locals;
+  l->fuse = current_ft;
   return l;
+}
+
+static void pool_enter (unsigned i, void *arg) {
+  (void) arg;
+  my_locals = pool_locals[i];
+}
+
+// On Node's thread: the JS objects an ended session's mount held (its Fuse object, as `this` of
+// the handlers, and the handlers) are no longer needed by C, and may be collected once JS lets
+// go of them too.
+static void release_ended (uv_async_t *handle) {
+  (void) handle;
+  pthread_mutex_lock(&ended_mut);
+  fuse_thread_t *ft = ended_list;
+  ended_list = NULL;
+  pthread_mutex_unlock(&ended_mut);
+  while (ft != NULL) {
+    fuse_thread_t *next = ft->next_ended;
+    for (int i = 0; i < 35; i++) {
+      if (ft->handlers[i] != NULL) napi_delete_reference(ft->env, ft->handlers[i]);
+      ft->handlers[i] = NULL;
+    }
+    if (ft->ctx != NULL) napi_delete_reference(ft->env, ft->ctx);
+    ft->ctx = NULL;
+    ft = next;
+  }
+}
+
+// Starts the pool with `workers` threads, on Node's thread (the first mount's), or says why not.
+static const char *start_pool (napi_env env, uint32_t workers) {
+  if (pool_started()) return NULL;
+  if (workers < 1) workers = 1;
+  if (workers > 64) workers = 64;
+  pool_locals = calloc(workers, sizeof(fuse_thread_locals_t *));
+  for (uint32_t i = 0; i < workers; i++) {
+    void *data;
+    napi_value buf;
+    if (napi_create_buffer(env, sizeof(fuse_thread_locals_t), &data, &buf) != napi_ok) return "fuse failed: cannot allocate the workers' thread-locals";
+    fuse_thread_locals_t *l = (fuse_thread_locals_t *) data;
+    memset(l, 0, sizeof(*l));
+    napi_create_reference(env, buf, 1, &(l->self));
+    if (uv_async_init(uv_default_loop(), &(l->async), (uv_async_cb) fuse_native_dispatch) < 0) return "fuse failed: uv_async_init";
+    uv_unref((uv_handle_t *) &(l->async));
+    uv_sem_init(&(l->sem), 0);
+    l->async.data = l;
+    pool_locals[i] = l;
+  }
+  if (uv_async_init(uv_default_loop(), &ended_async, release_ended) < 0) return "fuse failed: uv_async_init";
+  uv_unref((uv_handle_t *) &ended_async);
+  if (pool_start(workers, pool_enter, NULL) != 0) return "fuse failed: cannot start the workers";
+  return NULL;
 }
 
 // Feeds libfuse a FUSE_INIT it never got from the kernel, for a taken-over connection: the kernel
 // sends INIT once per connection, and a session that has not seen one answers EIO to everything.
-// libfuse initialises itself (our init op runs: JS's init, the mount's callback) and writes a
-// reply, which the kernel refuses with ENOENT (no request has that `unique`); libfuse says nothing
-// of ENOENT. The flags are what a current kernel offers, so the session sets itself up as it did
+// libfuse initialises itself (our init op runs: the capabilities, and no JS) and writes a reply,
+// which the kernel refuses with ENOENT (no request has that `unique`); libfuse says nothing of
+// ENOENT. The flags are what a current kernel offers, so the session sets itself up as it did
 // for the process that mounted (its read buffer holds the kernel's max_write).
 static void synth_init (struct fuse_session *se) {
   struct { struct fuse_in_header h; struct fuse_init_in i; } __attribute__((packed)) m;
@@ -1473,20 +1473,21 @@ static void synth_init (struct fuse_session *se) {
   fuse_session_process_buf(se, &b);
 }
 
-static void* start_fuse_thread (void *data) {
-  fuse_thread_t *ft = (fuse_thread_t *) data;
-  // On this thread, not Node's: init calls JS and waits for it.
-  if (ft->adopt_fd >= 0) synth_init(ft->se);
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_idle_threads(cfg, ft->max_idle_threads);
-  if (ft->max_threads) fuse_loop_cfg_set_max_threads(cfg, ft->max_threads);
-  fuse_session_loop_mt(ft->se, cfg);
-  fuse_loop_cfg_destroy(cfg);
+#define FT_OF(ps) ((fuse_thread_t *) ((char *) (ps) - offsetof(fuse_thread_t, ps)))
 
-  // An adopted session has no mountpoint of its own (libfuse took /dev/fd/N): this unmounts
-  // nothing then, and JS's unmount (fusermount -uz) unmounts the real one.
-  fuse_session_unmount(ft->se);
-  fuse_session_destroy(ft->se);
+// On the worker that served the last request of a mount whose connection has ended: the session
+// is destroyed, the node table and directory handles freed, and Node's thread lets go of the
+// JS objects (release_ended).
+static void session_ended (pool_session_t *ps) {
+  fuse_thread_t *ft = FT_OF(ps);
+  pthread_mutex_lock(&ft->se_mut);
+  struct fuse_session *se = ft->se;
+  ft->se = NULL;
+  pthread_mutex_unlock(&ft->se_mut);
+  // An adopted session has no mountpoint of its own (its fd came from the keeper): this
+  // unmounts nothing then, and JS's unmount (fusermount -uz) unmounts the real one.
+  fuse_session_unmount(se);
+  fuse_session_destroy(se);
   nt_clear(&ft->nodes);
   pthread_mutex_lock(&ft->dirh_mut);
   fuse_native_dirh_t *d = ft->dirhs;
@@ -1499,8 +1500,11 @@ static void* start_fuse_thread (void *data) {
     free(d);
     d = next;
   }
-
-  return NULL;
+  pthread_mutex_lock(&ended_mut);
+  ft->next_ended = ended_list;
+  ended_list = ft;
+  pthread_mutex_unlock(&ended_mut);
+  uv_async_send(&ended_async);
 }
 
 // Splits fuse-native's one "-oa,b,c" option string: the high-level API's library options are
@@ -1549,7 +1553,7 @@ NAPI_METHOD(fuse_native_mount) {
   NAPI_ARGV_UTF8(mnt, PATH_MAX, 0);
   NAPI_ARGV_UTF8(mntopts, 1024, 1);
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 2);
-  // [maxIdleThreads, maxThreads, cacheSymlinks, noOpen] (fuse.ts)
+  // [workers, 0, cacheSymlinks, noOpen] (fuse.ts)
   NAPI_ARGV_BUFFER_CAST(uint32_t *, config, 7)
   if (config_len < 4 * sizeof(uint32_t)) {
     napi_throw_error(env, NULL, "fuse_native_mount: the 8th argument must be 4 uint32s");
@@ -1559,8 +1563,23 @@ NAPI_METHOD(fuse_native_mount) {
     napi_throw_error(env, NULL, "fuse_native_mount: the mountpoint's path is too long");
     return NULL;
   }
-  napi_create_reference(env, argv[3], 1, &(ft->ctx));
-  napi_create_reference(env, argv[4], 1, &(ft->malloc));
+  {
+    const char *why = start_pool(env, config[0]);
+    if (why != NULL) {
+      napi_throw_error(env, "fuse failed", why);
+      return NULL;
+    }
+  }
+  // libfuse takes one of glibc's PTHREAD_KEYS_MAX (1,024) thread keys per session, for good: say
+  // so, rather than fuse_session_new's failure alone.
+  {
+    pthread_key_t probe;
+    if (pthread_key_create(&probe, NULL) != 0) {
+      napi_throw_error(env, "fuse failed", "fuse failed: this process serves as many mounts as it can (libfuse takes one of glibc's 1,024 thread keys for each)");
+      return NULL;
+    }
+    pthread_key_delete(probe);
+  }
   napi_value handlers = argv[5];
   NAPI_ARGV_BUFFER_CAST(uint32_t *, implemented, 6)
 
@@ -1568,15 +1587,10 @@ NAPI_METHOD(fuse_native_mount) {
     ft->handlers[i] = NULL;
     ft->implemented[i] = implemented[i];
   }
-
-  NAPI_FOR_EACH(handlers, handler) {
-    napi_create_reference(env, handler, 1, &ft->handlers[i]);
-  }
+  ft->ctx = NULL;
 
   ft->env = env;
 
-  ft->max_idle_threads = config[0];
-  ft->max_threads = config[1]; // 0: libfuse's default
   ft->cache_symlinks = config[2];
   ft->no_open = config[3];
   ft->has_fgetattr = implemented[op_fgetattr];
@@ -1637,16 +1651,20 @@ NAPI_METHOD(fuse_native_mount) {
     return NULL;
   }
 
-  char dev[64];
-  if (adopt_fd >= 0) snprintf(dev, sizeof(dev), "/dev/fd/%d", adopt_fd); // adopted, not mounted
-  if (fuse_session_mount(se, adopt_fd >= 0 ? dev : mnt) != 0) {
+  // A fresh mount: fuse_session_mount mounts mnt and opens /dev/fuse. An adopted connection: its
+  // fd, as it is (no mount). Either way, reads and replies go through the pool's I/O.
+  int io = adopt_fd >= 0 ? fuse_session_custom_io(se, &pool_io, adopt_fd)
+    : fuse_session_mount(se, mnt) != 0 ? -1 : fuse_session_custom_io(se, &pool_io, fuse_session_fd(se));
+  if (io != 0) {
+    if (adopt_fd < 0) fuse_session_unmount(se);
     fuse_session_destroy(se);
-    napi_throw_error(env, "fuse failed", adopt_fd >= 0 ? "fuse failed: fuse_session_mount of the adopted fd" : "fuse failed: fuse_session_mount");
+    napi_throw_error(env, "fuse failed", adopt_fd >= 0 ? "fuse failed: taking over the adopted fd" : "fuse failed: fuse_session_mount");
     return NULL;
   }
 
   nt_init(&ft->nodes);
   pthread_mutex_init(&ft->dirh_mut, NULL);
+  pthread_mutex_init(&ft->se_mut, NULL);
   ft->dirhs = NULL;
 
   if (adopt_fd >= 0) {
@@ -1672,23 +1690,29 @@ NAPI_METHOD(fuse_native_mount) {
     struct fuse_out_header o = { .len = sizeof(struct fuse_out_header), .error = FUSE_NOTIFY_RESEND, .unique = 0 };
     ssize_t w = write(fuse_session_fd(se), &o, sizeof(o));
     ft->resend_res = w == (ssize_t) sizeof(o) ? 0 : (w < 0 ? errno : EIO);
+    // The session is initialised before the pool reads any of its requests (libfuse would answer
+    // them EIO). Here, on Node's thread: this init calls no JS (ll_init).
+    synth_init(se);
   }
 
-  uv_mutex_init(&(ft->mut));
-  uv_sem_init(&(ft->sem), 0);
+  // The JS objects the handlers need, held until the session ends (release_ended).
+  napi_create_reference(env, argv[3], 1, &(ft->ctx));
+  NAPI_FOR_EACH(handlers, handler) {
+    napi_create_reference(env, handler, 1, &ft->handlers[i]);
+  }
 
   ft->se = se;
   ft->mounted++;
-
-  int err = uv_async_init(uv_default_loop(), &(ft->async), (uv_async_cb) fuse_native_async_init);
-
-  if (err < 0) {
-    napi_throw_error(env, "fuse failed", "fuse failed");
+  if (js_mounts++ == 0) uv_ref((uv_handle_t *) &ended_async);
+  memset(&ft->ps, 0, sizeof(ft->ps));
+  ft->ps.se = se;
+  ft->ps.ended = session_ended;
+  ft->next_ended = NULL;
+  int err = pool_add(&ft->ps);
+  if (err != 0) {
+    napi_throw_error(env, "fuse failed", "fuse failed: the pool cannot serve the session");
     return NULL;
   }
-
-  pthread_attr_init(&(ft->attr));
-  pthread_create(&(ft->thread), &(ft->attr), start_fuse_thread, ft);
 
   return NULL;
 }
@@ -1712,7 +1736,9 @@ typedef struct {
 
 static void inval_execute (napi_env env, void *data) {
   fuse_native_inval_t *w = (fuse_native_inval_t *) data;
-  w->res = fuse_lowlevel_notify_inval_entry(w->ft->se, FUSE_ROOT_ID, w->name, strlen(w->name));
+  pthread_mutex_lock(&w->ft->se_mut);
+  w->res = w->ft->se != NULL ? fuse_lowlevel_notify_inval_entry(w->ft->se, FUSE_ROOT_ID, w->name, strlen(w->name)) : -ENOTCONN;
+  pthread_mutex_unlock(&w->ft->se_mut);
 }
 
 static void inval_complete (napi_env env, napi_status status, void *data) {
@@ -1769,25 +1795,46 @@ NAPI_METHOD(fuse_native_session_fd) {
   NAPI_ARGV(1)
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
   napi_value v;
-  napi_create_int32(env, (ft->mounted > 0 && ft->se != NULL) ? fuse_session_fd(ft->se) : -1, &v);
+  pthread_mutex_lock(&ft->se_mut);
+  int fd = (ft->mounted > 0 && ft->se != NULL) ? fuse_session_fd(ft->se) : -1;
+  pthread_mutex_unlock(&ft->se_mut);
+  napi_create_int32(env, fd, &v);
   return v;
 }
 
+// After JS has unmounted mnt (fusermount -uz): nothing to stop here. The pool serves the
+// connection until the kernel ends it (at once, unless a container still holds the mount), and
+// then destroys the session (session_ended).
 NAPI_METHOD(fuse_native_unmount) {
   NAPI_ARGV(2)
   NAPI_ARGV_UTF8(mnt, 1024, 0);
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 1);
-
-  if (ft != NULL && ft->mounted) {
-    // TODO: Investigate why the FUSE thread is not always killed after fusermount.
-    // pthread_join(ft->thread, NULL);
-  }
-
-  // TODO: fix the async holding the loop
-  uv_unref((uv_handle_t *) &(ft->async));
+  (void) mnt;
+  if (ft->mounted > 0 && --js_mounts == 0) uv_unref((uv_handle_t *) &ended_async);
   ft->mounted--;
-
   return NULL;
+}
+
+// The process is leaving the mount to the keeper and the next process: the pool reads no more of
+// its requests (those read already are answered), and its fd is blocking again (pool_detach).
+NAPI_METHOD(fuse_native_detach) {
+  NAPI_ARGV(1)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  if (ft->mounted > 0 && ft->se != NULL) pool_detach(&ft->ps);
+  return NULL;
+}
+
+// [workers, sessions served, requests read, requests in flight] of the shared pool.
+NAPI_METHOD(fuse_native_pool_info) {
+  uint32_t pi[4];
+  pool_info(pi);
+  napi_value arr, v;
+  napi_create_array(env, &arr);
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_create_uint32(env, pi[i], &v);
+    napi_set_element(env, arr, i, v);
+  }
+  return arr;
 }
 
 NAPI_INIT() {
@@ -1798,8 +1845,6 @@ NAPI_INIT() {
     IS_ARRAY_BUFFER_DETACH_SUPPORTED = 1;
   }
 
-  pthread_key_create(&(thread_locals_key), release_thread_locals);
-
   NAPI_EXPORT_SIZEOF(fuse_thread_t)
   NAPI_EXPORT_UINT32(dapifs_native)
 
@@ -1808,6 +1853,8 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_invalidate_root_entry)
   NAPI_EXPORT_FUNCTION(fuse_native_conn_info)
   NAPI_EXPORT_FUNCTION(fuse_native_session_fd)
+  NAPI_EXPORT_FUNCTION(fuse_native_detach)
+  NAPI_EXPORT_FUNCTION(fuse_native_pool_info)
   keeper_client_export(env, exports);
 
   NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr)

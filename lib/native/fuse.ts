@@ -3,14 +3,14 @@
 // fuse-native's own JS drives our addon (addon.ts says how it gets loaded): its handler
 // machinery, opcodes, option string and errno table are used as published. This subclass
 // changes only what the port needs:
-// - mounting passes the port's settings as an 8th argument ([maxIdleThreads, maxThreads,
-//   cacheSymlinks, noOpen]), or takes a live connection over instead of mounting (`adopt`);
+// - mounting passes the port's settings as an 8th argument ([workers, 0, cacheSymlinks,
+//   noOpen]), or takes a live connection over instead of mounting (`adopt`);
 // - stats carry inode numbers up to 2^53 - 1 (a 19th slot for the high word), because the port
 //   uses them as node ids;
 // - unmounting runs fusermount without a shell: fuse-native's runs `fusermount -uz "MNT"`
 //   through one, and a mountpoint's name is not ours to trust (a pod's, in the CSI driver);
-// - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo, and the mount
-//   options noatime and negative_timeout.
+// - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo, detach, the
+//   shared pool's figures (Fuse.pool), and the mount options noatime and negative_timeout.
 // It overrides fuse-native 2.2.6's internals (_open, _close, _op_getattr, _op_fgetattr,
 // _op_readdir), which is why package.json pins that version.
 //
@@ -31,10 +31,11 @@ export interface Opts extends FuseNativeOpts {
   cacheSymlinks?: boolean
   /** With no open handler, open answers ENOSYS in C, and the kernel stops sending it. */
   noOpen?: boolean
-  /** libfuse's loop keeps at most this many idle workers (default 2). */
-  maxIdleThreads?: number
-  /** And starts at most this many (default: libfuse's). */
-  maxThreads?: number
+  /**
+   * The threads of the shared pool that serves every mount of the process (lib/native/pool.c);
+   * the first mount starts it, and decides (default 4).
+   */
+  workers?: number
   /**
    * Take over the live connection of a /dev/fuse descriptor whose server died, instead of
    * mounting (mnt is not touched); `known`: [path, ino] of the nodes the kernel may hold. The
@@ -57,7 +58,7 @@ export default class Fuse extends FuseNative {
     super(mnt, ops, opts)
     this.adoption = opts.adopt
     this.moreOptions = [...(opts.noatime ? ['noatime'] : []), ...(opts.negativeTimeout !== undefined ? [`negative_timeout=${opts.negativeTimeout}`] : [])]
-    this.nativeConfig = new Uint32Array([opts.maxIdleThreads ?? 2, opts.maxThreads ?? 0, opts.cacheSymlinks ? 1 : 0, opts.noOpen ? 1 : 0])
+    this.nativeConfig = new Uint32Array([opts.workers ?? 4, 0, opts.cacheSymlinks ? 1 : 0, opts.noOpen ? 1 : 0])
   }
 
   /** Unmounts `mnt` lazily with fusermount (-uz), without a shell. */
@@ -98,6 +99,26 @@ export default class Fuse extends FuseNative {
     return this._thread && nativeLayer() ? addon.fuse_native_session_fd(this._thread) : -1
   }
 
+  /**
+   * Leaves the connection to whoever holds its descriptor (the keeper, then the next process): no
+   * more of its requests are read here; those read already are answered. For a process that is
+   * leaving: the mount is neither unmounted nor served any more.
+   */
+  detach(): void {
+    if (this._thread && nativeLayer()) addon.fuse_native_detach(this._thread)
+  }
+
+  /**
+   * The shared pool (lib/native/pool.c): its threads, the sessions it serves (mounts, and
+   * connections unmounted but still held by someone), the requests it has read, and those it is
+   * reading or serving now; zeros with fuse-native's prebuilt addon, or before the first mount.
+   */
+  static pool(): { workers: number; sessions: number; requests: number; inflight: number } {
+    if (!nativeLayer()) return { workers: 0, sessions: 0, requests: 0, inflight: 0 }
+    const [workers, sessions, requests, inflight] = addon.fuse_native_pool_info()
+    return { workers, sessions, requests, inflight }
+  }
+
   // fuse-native's _open, but with the 8th argument, adoption, and our unmount for `force`.
   protected override _open(cb: (err: Error | null) => void): void {
     const mountNow = (adopt?: [fd: number, known: Array<[string, number]>]): void => {
@@ -113,9 +134,15 @@ export default class Fuse extends FuseNative {
       }
     }
     if (this.adoption) {
-      // The connection is live at mnt already: no stat, mkdir or unmount of the mountpoint.
+      // The connection is live at mnt already: no stat, mkdir or unmount of the mountpoint. Its
+      // made-up INIT goes through in fuse_native_mount and calls no JS (no ops.init): mounted.
       if (!nativeLayer()) return cb(new Error('adopting a mount needs the native layer (lib/native), not fuse-native\'s prebuilt addon'))
-      return mountNow([this.adoption.fd, this.adoption.known ?? []])
+      mountNow([this.adoption.fd, this.adoption.known ?? []])
+      if (this._openCallback) {
+        this._openCallback = null
+        process.nextTick(cb, null)
+      }
+      return
     }
     const onDirectory = (st: Stats): void => {
       stat(path.join(this.mnt, '..'), (_, parent) => {

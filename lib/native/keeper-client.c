@@ -87,16 +87,32 @@ static int keeper_send (int s, const char *line, int fd) {
   return 0;
 }
 
-// Reads one line (without its "\n") a byte at a time, so that an fd sent with a line arrives
-// with that line's bytes (on a stream socket, with the first byte of its message). *fd: the fd
-// that came with the line, or -1 (any further ones are closed). 0, or -1 (errno; 0 for EOF or
-// a line too long).
+// Reads one line (without its "\n"), with the fd sent with it, if any. *fd: that fd, or -1 (any
+// further ones are closed). 0, or -1 (errno; 0 for EOF or a line too long).
+//
+// An fd sent with a line arrives with that line's first byte (on a stream socket, with the first
+// byte of its message), so a line is read up to its "\n" and no further: the next line's fd must
+// not come with this one. The line is first looked at without being taken (MSG_PEEK, with no room
+// for fds: the kernel closes the copies a peek would give), then taken in one recvmsg of exactly
+// its length. A peek stops at the end of a message that carries fds, so it never shows more than
+// the line; when it shows less (a line sent in pieces), the rest is read a byte at a time. One
+// recvmsg a byte, as before, cost a TAKE of 1,000 mounts a tenth of a second.
 static int keeper_recv_line (int s, char *line, size_t cap, int *fd) {
   size_t len = 0;
   *fd = -1;
   for (;;) {
+    size_t want = 1;
+    if (len == 0) {
+      ssize_t peeked;
+      do peeked = recv(s, line, cap - 1, MSG_PEEK); while (peeked < 0 && errno == EINTR);
+      if (peeked > 0) {
+        char *nl = memchr(line, '\n', (size_t) peeked);
+        if (nl != NULL) want = (size_t) (nl - line) + 1;
+      }
+    }
+    char *into = line + len;
     char c;
-    struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+    struct iovec iov = { .iov_base = want > 1 ? (void *) into : (void *) &c, .iov_len = want };
     union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int) * 8)]; } ctl;
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
@@ -118,6 +134,11 @@ static int keeper_recv_line (int s, char *line, size_t cap, int *fd) {
     }
     if (n < 0) goto fail;
     if (n == 0) { errno = 0; goto fail; }
+    if (want > 1) {
+      len += (size_t) n;
+      if (line[len - 1] == '\n') { line[len - 1] = 0; return 0; }
+      continue; // less than the line came: the rest, a byte at a time
+    }
     if (c == '\n') { line[len] = 0; return 0; }
     if (len + 1 >= cap) { errno = 0; goto fail; }
     line[len++] = c;
