@@ -78,7 +78,7 @@ async function main() {
     return
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-bench-csi-'))
-  const env = { ...process.env, DAPIFS_ETCD_PORT: '23890', DAPIFS_API_PORT: '26543' }
+  const env = { ...process.env, DAPIFS_ETCD_PORT: '23990', DAPIFS_API_PORT: '26643' }
   const pluginDir = path.join(dir, 'plugins', 'csi.dapifs.dev')
   const socket = path.join(pluginDir, 'csi.sock')
   let driver
