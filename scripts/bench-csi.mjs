@@ -35,6 +35,8 @@ import { loadCsi } from '../dist/csi/server.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const tiny = process.argv.includes('--tiny')
+// Node's flags for the driver, to look into it (DAPIFS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'); none by default: the image runs it with none.
+const NODE_ARGS = (process.env.DAPIFS_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const SIZES = tiny ? [2, 5] : [10, 50, 110, 250]
 const PER_POD = 4
 const PATCHES = tiny ? 3 : 40
@@ -109,7 +111,7 @@ async function main() {
     // As the image runs it (Dockerfile: node /app/dist/main.js), on CPU 0.
     const startDriver = async () => {
       const t0 = nowUs()
-      const d = spawn('taskset', ['-c', '0', process.execPath, path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
+      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
         '--kubeconfig', kubeconfig, '--no-registration', '--kubelet-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
       d.log = ''
       d.t0 = t0
