@@ -216,9 +216,11 @@ export class Flipper {
   }
 
   /**
-   * lchown(link, -1, fsGroup) through the VFS for ..data and each top-level link, in the order of
-   * the kubelet's walk (by name): their group is already that, and the calls are for the ATTRIB
-   * events the kubelet's make (linkChown). Only as root, with an fsGroup; a failure is logged.
+   * lchown(link, -1, fsGroup) through the VFS for ..data and each top-level link: their group is
+   * already that, and the calls are for the ATTRIB events the kubelet's make (linkChown). By name:
+   * the kubelet's walk takes the order its filesystem lists the directory in (1.37.2's walkDeep
+   * does not sort), which no watcher can rely on. Only as root, with an fsGroup; a failure is
+   * logged.
    */
   private async chownLinks(gen: Generation): Promise<void> {
     const gid = gen.projection.gid
