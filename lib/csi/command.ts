@@ -22,11 +22,11 @@ import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extension
 import { qualifiedNameErrors } from '../volume/fieldpath.js'
 import { InputError } from '../volume/shape.js'
 import { DRIVER_NAME, socketPath } from './endpoint.js'
-import type { RegistrationServer } from './server.js'
 import { nativeLayer } from '../fs/mount.js'
 import { Keeper } from './keeper.js'
 import { VolumeStore } from './state.js'
 import { Volumes, type VolumesObserver } from './volumes.js'
+import { HandoverClient, HandoverServer, waitForOldAgent } from './handover.js'
 import { HttpEndpoint, parseHttpEndpoint, type Endpoint } from '../observe/http.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { PodEvents } from '../observe/events.js'
@@ -40,6 +40,8 @@ export interface CsiFlags {
   noRegistration?: boolean
   /** Refuse the extensions (docs/extensions.md): --no-extensions. */
   noExtensions?: boolean
+  /** The handover socket (handover.ts; default: handover.sock beside the CSI socket). */
+  handover?: string
   /** The keeper's socket (default: keeper.sock beside the CSI socket). */
   keeper?: string
   noKeeper?: boolean
@@ -109,6 +111,8 @@ async function run(flags: CsiFlags): Promise<number> {
   if (!NODE_NAME.test(flags.nodeName) || flags.nodeName.length > 253) throw new InputError('--node-name', `${JSON.stringify(flags.nodeName)} is not a node name (a lowercase DNS name)`)
   if (flags.noRegistration && flags.registrationDir !== undefined) throw new InputError('--no-registration', 'cannot be combined with --registration-dir')
   if (flags.noKeeper && flags.keeper !== undefined) throw new InputError('--no-keeper', 'cannot be combined with --keeper')
+  if (flags.handover !== undefined && !path.isAbsolute(flags.handover)) throw new InputError('--handover', `${JSON.stringify(flags.handover)} is not an absolute path (the handover's unix socket)`)
+  if (flags.noKeeper && flags.handover !== undefined) throw new InputError('--no-keeper', 'cannot be combined with --handover (volumes are handed over through the keeper)')
   if (flags.keeper !== undefined && !path.isAbsolute(flags.keeper)) throw new InputError('--keeper', `${JSON.stringify(flags.keeper)} is not an absolute path (the keeper's unix socket)`)
   if (flags.stateDir !== undefined && !path.isAbsolute(flags.stateDir)) throw new InputError('--state-dir', `${JSON.stringify(flags.stateDir)} is not an absolute path`)
   if (flags.kubeletDir !== undefined && !path.isAbsolute(flags.kubeletDir)) throw new InputError('--kubelet-dir', `${JSON.stringify(flags.kubeletDir)} is not an absolute path (the kubelet's --root-dir)`)
@@ -141,26 +145,34 @@ async function run(flags: CsiFlags): Promise<number> {
     say, observe, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
     store, ...(keeper ? { keeper } : {}), kubeletDir, budget, nodeLabelKeys,
   })
+  // A newer agent's start beside an old one still serving (a rollout with maxSurge): the old one
+  // hands the volumes over (handover.ts). Everything slow is loaded before it is asked to.
+  const handoverSocket = keeper === undefined ? undefined : flags.handover ?? path.join(path.dirname(socket), 'handover.sock')
+  let loaded: ReturnType<typeof load> | undefined
+  const prepare = (): ReturnType<typeof load> => (loaded ??= load(flags, nodeName, volumes!, httpAt, keeper, socket))
+  const old = handoverSocket === undefined ? undefined : await HandoverClient.connect(handoverSocket)
+  if (old) {
+    say(`an agent serves the volumes at ${handoverSocket}: taking them over from it once this one is ready`)
+    await prepare()
+    const t0 = performance.now()
+    const outcome = await old.letGo()
+    say(outcome === 'handed' ? `the old agent let go of its volumes (${old.answer}) in ${(performance.now() - t0).toFixed(0)} ms: taking them over`
+      : `the old agent stopped${old.answer ? ` (it said ${JSON.stringify(old.answer)})` : ''}: taking its volumes over`)
+  } else if (keeper !== undefined) {
+    // An agent of a release without the handover: never serve a mount beside it.
+    await waitForOldAgent(socket, () => say(`another agent serves ${socket} without a handover socket (an earlier release): waiting for it to stop before taking its volumes over`))
+  }
   // Before anything else, and before the Kubernetes client loads (seconds, on a busy node): a
   // restart's pause, for the pods' readers, lasts until their volumes are served again.
   await volumes.recover()
-
-  if (httpAt) metrics = new (await import('../observe/metrics.js')).Metrics({ volumes: () => volumes?.size ?? 0, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) })
-  // Loaded only here: gRPC, and @kubernetes/client-node, which takes most of a second to load.
-  const { CsiServer, RegistrationServer, SocketProbe } = await import('./server.js')
-  const { loadKubeConfig } = await import('../source/kube.js')
-  const { NodeSource } = await import('../source/node.js')
-  const { podEventsFor } = await import('../observe/events.js')
-  const { kc, context } = loadKubeConfig(flags, 'csi')
-  const source = new NodeSource(kc, nodeName, { problem: (m) => say(m, { level: 'warning' }), info: (m) => say(m) },
-    metrics && ((resource) => metrics!.watch(resource)))
-  events = podEventsFor(kc, nodeName, say)
+  const { metrics: m, csi, probe, source, events: ev, kc, context, RegistrationServer } = await prepare()
+  metrics = m
+  events = ev
   volumes.follow(source)
-  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
-  const probe = new SocketProbe(socket)
   const http = httpAt && new HttpEndpoint({
     metrics: metrics!,
     checks: [
+      { run: () => handover?.replaced ? 'a newer agent is taking the volumes over' : undefined },
       { live: true, run: () => probe.check() },
       { run: () => source.podsSynced ? undefined : `the pods on node ${nodeName} have not been listed yet` },
       { run: () => source.nodeSynced ? undefined : `node ${nodeName} has not been read yet` },
@@ -168,13 +180,14 @@ async function run(flags: CsiFlags): Promise<number> {
     ],
   })
   source.start()
-  let registration: RegistrationServer | undefined
+  let registration: InstanceType<typeof RegistrationServer> | undefined
+  let handover: HandoverServer | undefined
   let serving = ''
   try {
     await keeper?.start()
     await csi.listen(socket)
     if (http) {
-      const at = await http.listen(httpAt!)
+      const at = await listenWhenFree(http, httpAt!)
       serving = `; /metrics, /healthz and /livez on ${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}`
     }
     if (!flags.noRegistration) {
@@ -183,6 +196,11 @@ async function run(flags: CsiFlags): Promise<number> {
       })
       await registration.listen()
     }
+    if (handoverSocket !== undefined) {
+      handover = new HandoverServer(handoverSocket, () => letGo('a newer agent asked for the volumes'),
+        (n) => say(`handed ${n} volumes over to the newer agent: serving nothing from now on; waiting for SIGTERM`))
+      await handover.listen()
+    }
   } catch (e) {
     source.stop()
     keeper?.stop()
@@ -190,6 +208,7 @@ async function run(flags: CsiFlags): Promise<number> {
     probe.close()
     await http?.stop()
     await csi.stop()
+    await handover?.close()
     throw e instanceof InputError ? e : new InputError(socket, `cannot serve: ${(e as Error).message}`)
   }
   const synced = new Promise<void>((resolve) => {
@@ -202,27 +221,68 @@ async function run(flags: CsiFlags): Promise<number> {
     (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)') + serving)
   void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
 
-  return new Promise((resolve) => {
-    let stopping = false
-    const stop = (why: string): void => {
-      if (stopping) return
-      stopping = true
+  // Stops serving: the sockets and the port first (the volumes are still served meanwhile), then
+  // the volumes, left to the keeper (or unmounted without one). Once; the volumes it served.
+  let stopped: Promise<number> | undefined
+  const letGo = (why: string): Promise<number> => {
+    stopped ??= (async () => {
       const leave = keeper?.connected === true
-      say(leave ? `${why}: leaving ${volumes!.size} volumes mounted, their connections with the keeper` : `${why}: unmounting ${volumes!.size} volumes`)
-      void (async () => {
-        await registration?.stop()
-        await http?.stop()
-        probe.close()
-        events!.stop()
-        await csi.stop()
-        if (leave) await volumes!.detach()
-        else await volumes!.stop()
-        keeper?.stop()
-        source.stop()
-        resolve(0)
-      })()
+      const n = volumes!.size
+      say(leave ? `${why}: leaving ${n} volumes mounted, their connections with the keeper` : `${why}: unmounting ${n} volumes`)
+      await registration?.stop()
+      await http?.stop()
+      probe.close()
+      events!.stop()
+      await csi.stop()
+      if (leave) await volumes!.handOver()
+      else await volumes!.stop()
+      keeper?.stop()
+      source.stop()
+      return n
+    })()
+    return stopped
+  }
+
+  return new Promise((resolve) => {
+    const stop = (why: string): void => {
+      if (stopped) say(`${why}: exiting (the volumes are handed over, or being)`)
+      // With a handover socket, through it: an agent connected meanwhile hears GONE.
+      void (handover ? (letGo(why), handover.handOver()) : letGo(why)).then(() => resolve(0))
     }
     process.once('SIGINT', () => stop('SIGINT'))
     process.once('SIGTERM', () => stop('SIGTERM'))
   })
+}
+
+/** The slow part of a start, once: gRPC, the Kubernetes client, the metrics, and what they make. */
+async function load(flags: CsiFlags, nodeName: string, volumes: Volumes, httpAt: Endpoint | undefined, keeper: Keeper | undefined, socket: string) {
+  const metrics = httpAt ? new (await import('../observe/metrics.js')).Metrics({ volumes: () => volumes.size, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) }) : undefined
+  // Loaded only here: gRPC, and @kubernetes/client-node, which takes most of a second to load.
+  const { CsiServer, RegistrationServer, SocketProbe } = await import('./server.js')
+  const { loadKubeConfig } = await import('../source/kube.js')
+  const { NodeSource } = await import('../source/node.js')
+  const { podEventsFor } = await import('../observe/events.js')
+  const { kc, context } = loadKubeConfig(flags, 'csi')
+  const source = new NodeSource(kc, nodeName, { problem: (m) => say(m, { level: 'warning' }), info: (m) => say(m) },
+    metrics && ((resource) => metrics.watch(resource)))
+  const events = podEventsFor(kc, nodeName, say)
+  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
+  const probe = new SocketProbe(socket)
+  return { metrics, csi, probe, source, events, kc, context, RegistrationServer }
+}
+
+/**
+ * Listens on the HTTP endpoint, waiting while the port is taken: by an old agent that has not
+ * let go yet (the pods share the node's network). Other failures are the flag's.
+ */
+async function listenWhenFree(http: HttpEndpoint, at: Endpoint): Promise<{ address: string; port: number }> {
+  for (let said = false; ; said = true) {
+    try {
+      return await http.listen(at)
+    } catch (e) {
+      if (!/EADDRINUSE/.test((e as Error).message)) throw e
+      if (!said) say(`${(e as Error).message.replace(/^--http-endpoint: /, '')}: waiting for the port (an old agent still has it?)`, { level: 'warning' })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+  }
 }
