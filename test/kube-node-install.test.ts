@@ -163,8 +163,8 @@ function testPod(node: Node, labels: Record<string, string>): V1Pod {
           resources: { limits: { cpu: '250m', memory: '64Mi' }, requests: { cpu: '100m', memory: '32Mi' } },
           volumeMounts: mounts,
         },
-        // Each round of reads of 50 ms or more is reported (SLOW).
-        { name: 'c', image: BUSYBOX, imagePullPolicy: 'Never', command: ['sh', '-c', readerScript('*annotations*app*labels*pod*', 50)], volumeMounts: mounts },
+        // Each read of 50 ms or more is reported (SLOW).
+        { name: 'c', image: BUSYBOX, imagePullPolicy: 'Never', command: ['sh', '-c', readerScript('*annotations*app*labels*pod*', 50, true)], volumeMounts: mounts },
       ],
       volumes: [
         { name: 'podinfo', csi: { driver: DRIVER, readOnly: true, volumeAttributes: { items: JSON.stringify(ITEMS), defaultMode: '0640' } } },
@@ -178,10 +178,10 @@ async function patchLabels(node: Node, labels: Record<string, string>): Promise<
   await node.core.patchNamespacedPod({ name: 'both', namespace: NS, body: { metadata: { labels } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
 }
 
-/** The longest slow round of the readers stamped after t0 (Date.now() ms), or 'no round of 50 ms or more'. */
+/** The longest slow read of the readers stamped after t0 (Date.now() ms), or 'no read of 50 ms or more'. */
 function longestSince(r: Readers, wallT0: number): string {
   const slow = r.slowAt.filter((s) => s.at >= wallT0).map((s) => s.ms)
-  return slow.length ? `${(Math.max(...slow) / 1000).toFixed(2)} s` : 'no round of 50 ms or more'
+  return slow.length ? `${(Math.max(...slow) / 1000).toFixed(2)} s` : 'no read of 50 ms or more'
 }
 
 /**
@@ -209,7 +209,15 @@ async function replaceAgent(t: Test, node: Node, labels: Record<string, string>,
   t.equal(after.failed, 0, `no read failed: ${describe(after)}`)
   t.same(after.failures, [], 'no failure lines')
   const longest = longestSince(after, wall0)
-  t.comment(`the longest round of reads since the command: ${longest} (${after.reads - before.reads} reads meanwhile)`)
+  t.comment(`the longest read since the command: ${longest} (${after.reads - before.reads} reads meanwhile)`)
+  // When the slow rounds came, from the new agent's takeover (containerd's stamps of both logs).
+  const took = (await node.containerLogLines('dapifs', pod.metadata!.name!, 'dapifs', { uid: pod.metadata!.uid! }))
+    .find((l) => l.text.includes('took over pod'))
+  if (took) {
+    const at = Date.parse(took.time)
+    const slow = after.slowAt.filter((s) => s.at >= wall0).map((s) => `${s.ms} ms, ${((s.at - at) / 1000).toFixed(2)} s after the takeover`)
+    if (slow.length) t.comment(`reads of 50 ms or more (by when their lines were logged): ${slow.join('; ')}`)
+  }
   const [keeperNow] = await podsOf(node, 'keeper')
   t.equal(keeperNow?.metadata?.uid, keeper.metadata!.uid, 'the keeper\'s pod is the same one (OnDelete)')
   t.equal(keeperNow?.status?.containerStatuses?.[0]?.restartCount, 0, 'its container never restarted')

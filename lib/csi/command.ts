@@ -14,6 +14,7 @@
 // agent did not serve (observe/events.ts).
 
 import { readFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import createDebug from 'debug'
 import { LOG_FORMATS, jsonLine, stderrSay, type LogFormat, type Say } from '../logline.js'
@@ -153,7 +154,11 @@ async function run(flags: CsiFlags): Promise<number> {
   const old = handoverSocket === undefined ? undefined : await HandoverClient.connect(handoverSocket)
   if (old) {
     say(`an agent serves the volumes at ${handoverSocket}: taking them over from it once this one is ready`)
+    // Loading is a second or more of CPU, on a node whose readers the old agent still serves:
+    // it goes at the lowest priority, and the takeover at the usual one.
+    const nice = setNice(19)
     await prepare()
+    if (nice !== undefined) setNice(nice)
     const t0 = performance.now()
     const outcome = await old.letGo()
     say(outcome === 'handed' ? `the old agent let go of its volumes (${old.answer}) in ${(performance.now() - t0).toFixed(0)} ms: taking them over`
@@ -269,6 +274,18 @@ async function load(flags: CsiFlags, nodeName: string, volumes: Volumes, httpAt:
   const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
   const probe = new SocketProbe(socket)
   return { metrics, csi, probe, source, events, kc, context, RegistrationServer }
+}
+
+/** Sets this thread's nice value; the one before, or undefined if it could not. */
+function setNice(value: number): number | undefined {
+  try {
+    const before = os.getPriority()
+    os.setPriority(value)
+    return before
+  } catch (e) {
+    say(`cannot set the priority to ${value}: ${(e as Error).message}`, { level: 'warning' })
+    return undefined
+  }
 }
 
 /**
