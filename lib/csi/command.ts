@@ -62,6 +62,10 @@ export interface CsiFlags {
 }
 
 export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet'
+/** How long a new agent loads at a low priority before a handover (at most). */
+const LOW_PRIORITY_MS = 2000
+/** How long a new agent waits for the HTTP port an old one had. */
+const PORT_WAIT_MS = 10_000
 
 let say: Say = stderrSay('text', 'dapifs csi: ')
 
@@ -152,20 +156,26 @@ async function run(flags: CsiFlags): Promise<number> {
   let loaded: ReturnType<typeof load> | undefined
   const prepare = (): ReturnType<typeof load> => (loaded ??= load(flags, nodeName, volumes!, httpAt, keeper, socket))
   const old = handoverSocket === undefined ? undefined : await HandoverClient.connect(handoverSocket)
+  /** Whether an old agent ran beside this one: its port may take a moment to be free. */
+  let replacing = old !== undefined
   if (old) {
     say(`an agent serves the volumes at ${handoverSocket}: taking them over from it once this one is ready`)
-    // Loading is a second or more of CPU, on a node whose readers the old agent still serves:
-    // it goes at the lowest priority, and the takeover at the usual one.
-    const nice = setNice(19)
+    // Loading is a second or more of CPU, on a node whose readers the old agent still serves: it
+    // goes at a low priority for its first LOW_PRIORITY_MS (on a node that busy, it would starve
+    // for longer), and the takeover at the usual one.
+    const nice = setNice(10)
+    const restore = (): void => { if (nice !== undefined && os.getPriority() !== nice) setNice(nice) }
+    const timer = setTimeout(restore, LOW_PRIORITY_MS)
     await prepare()
-    if (nice !== undefined) setNice(nice)
+    clearTimeout(timer)
+    restore()
     const t0 = performance.now()
     const outcome = await old.letGo()
     say(outcome === 'handed' ? `the old agent let go of its volumes (${old.answer}) in ${(performance.now() - t0).toFixed(0)} ms: taking them over`
       : `the old agent stopped${old.answer ? ` (it said ${JSON.stringify(old.answer)})` : ''}: taking its volumes over`)
   } else if (keeper !== undefined) {
     // An agent of a release without the handover: never serve a mount beside it.
-    await waitForOldAgent(socket, () => say(`another agent serves ${socket} without a handover socket (an earlier release): waiting for it to stop before taking its volumes over`))
+    replacing = await waitForOldAgent(socket, () => say(`another agent serves ${socket} without a handover socket (an earlier release): waiting for it to stop before taking its volumes over`))
   }
   // Before anything else, and before the Kubernetes client loads (seconds, on a busy node): a
   // restart's pause, for the pods' readers, lasts until their volumes are served again.
@@ -192,7 +202,7 @@ async function run(flags: CsiFlags): Promise<number> {
     await keeper?.start()
     await csi.listen(socket)
     if (http) {
-      const at = await listenWhenFree(http, httpAt!)
+      const at = replacing ? await listenWhenFree(http, httpAt!) : await http.listen(httpAt!)
       serving = `; /metrics, /healthz and /livez on ${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}`
     }
     if (!flags.noRegistration) {
@@ -289,15 +299,17 @@ function setNice(value: number): number | undefined {
 }
 
 /**
- * Listens on the HTTP endpoint, waiting while the port is taken: by an old agent that has not
- * let go yet (the pods share the node's network). Other failures are the flag's.
+ * Listens on the HTTP endpoint after an old agent ran beside this one (the pods share the node's
+ * network): it closes the port before it lets go, but a port still taken is waited for, up to
+ * PORT_WAIT_MS. Other failures, and a port taken for longer, are the flag's (exit 2).
  */
 async function listenWhenFree(http: HttpEndpoint, at: Endpoint): Promise<{ address: string; port: number }> {
+  const until = performance.now() + PORT_WAIT_MS
   for (let said = false; ; said = true) {
     try {
       return await http.listen(at)
     } catch (e) {
-      if (!/EADDRINUSE/.test((e as Error).message)) throw e
+      if (!/EADDRINUSE/.test((e as Error).message) || performance.now() > until) throw e
       if (!said) say(`${(e as Error).message.replace(/^--http-endpoint: /, '')}: waiting for the port (an old agent still has it?)`, { level: 'warning' })
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
