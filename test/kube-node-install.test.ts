@@ -203,6 +203,10 @@ async function replaceAgent(t: Test, node: Node, labels: Record<string, string>,
   const handedOver = log.split('\n').find((l) => l.includes('the old agent let go of its volumes'))
   if (surge) t.ok(handedOver, `the old agent handed the volumes over while serving them: ${handedOver}`)
   else t.notOk(handedOver, 'no handover: the old agent had stopped before the new one started')
+  // The old agent removed its registration socket, the new one made its own at the same path:
+  // the kubelet registered the driver again, at the new agent.
+  await until('the new agent\'s registration', 60_000, async () => /registered with the kubelet as csi\.dapifs\.dev/.test(await agentLog(node, pod)) ? true : undefined)
+  t.same(await csiNodeDrivers(node), [`${DRIVER} ${node.nodeName}`], 'the kubelet registered the new agent: the driver is in the CSINode')
   labels.rev = rev
   await patchLabels(node, { rev })
   const after = await waitForReaders(node, NS, 'both', (r) => r.last === oneLine(labels) && r.reads > before.reads + 30, 60_000)
