@@ -266,7 +266,7 @@ async function main(): Promise<void> {
 
         const t0 = performance.now()
         const d2 = await startDriver(t, driverOpts)
-        const tookOver = d2.lines.filter((l) => l.includes('took over')).sort()
+        const tookOver = d2.lines.filter((l) => l.includes('took over pod ')).sort()
         t.same(tookOver.map((l) => l.replace(/ \(\.\.\S+\)$/, '')), [
           `dapifs csi: took over pod ${NS}/a, volume "podinfo" at ${a.target}`,
           `dapifs csi: took over pod ${NS}/b, volume "podinfo" at ${b.target}`,
