@@ -1,14 +1,19 @@
 // `dapifs csi`: the node agent's life.
 //   1. Check the flags and the credentials (a bad one: one line, exit 2).
 //   2. Take back the volumes an earlier process served (Volumes.recover: their connections from
-//      the keeper, their records from the state directory), first of all.
+//      the keeper, their records from the state directory), first of all. If that process still
+//      serves them (an upgrade with maxSurge), load everything first, then ask it to let go, on
+//      the handover socket (handover.ts); if an agent without a handover socket serves the CSI
+//      socket, wait until it has stopped.
 //   3. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
 //      once: a publish that comes before the pods are listed waits for them.
 //   4. Register with the kubelet through its registration directory (unless --no-registration,
 //      for the standard node-driver-registrar sidecar), and serve /metrics, /healthz and /livez
 //      on --http-endpoint if it is given (observe/http.ts).
 //   5. On SIGINT or SIGTERM: stop registering and serving; leave every volume mounted, to the
-//      keeper and the next process (or, with no keeper there, unmount them); exit 0.
+//      keeper and the next process (or, with no keeper there, unmount them); exit 0. A newer
+//      agent's LET GO on the handover socket is the same, but the process then waits, serving
+//      nothing, for its SIGTERM.
 // What operators watch (docs/observability.md): the log (text, or JSON with --log-format json),
 // the metrics and health on the HTTP endpoint, and Warning events on the pods whose updates the
 // agent did not serve (observe/events.ts).
