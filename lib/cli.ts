@@ -34,7 +34,7 @@ const USAGE = `usage:
       docs/exactness.md says what differs between releases.
   dapifs csi --endpoint unix:///PATH/csi.sock --node-name NODE [--kubeconfig FILE] [--context NAME]
                 [--registration-dir DIR | --no-registration] [--no-extensions]
-                [--keeper SOCKET | --no-keeper] [--state-dir DIR] [--kubelet-dir DIR]
+                [--keeper SOCKET | --no-keeper] [--handover SOCKET] [--state-dir DIR] [--kubelet-dir DIR]
                 [--budget KEY=VALUE,...] [--node-label-keys KEY,...]
                 [--http-endpoint ADDR:PORT] [--log-format text|json] [--debug]
       Serve the CSI node driver csi.dapifs.dev for every pod on NODE: a dapifs volume per CSI
@@ -43,7 +43,8 @@ const USAGE = `usage:
       --budget: what a pod may ask for (docs/running-in-a-cluster.md, "What a pod can do to the node agent");
       --node-label-keys: the Node's labels pods may read (default: its zone and region). Mounts survive a restart through the
       keeper (dapifs-keeper) at SOCKET and the records in DIR (default: keeper.sock and
-      volumes/ beside the CSI socket). --http-endpoint: /metrics, /healthz and /livez on
+      volumes/ beside the CSI socket); a newer agent takes them over from this one through
+      --handover (default: handover.sock beside it), with no pause. --http-endpoint: /metrics, /healthz and /livez on
       ADDR:PORT (:9810 for every address); --log-format json: one JSON object a line
       (docs/observability.md). docs/running-in-a-cluster.md.
   dapifs demo [MOUNTPOINT]
@@ -196,6 +197,7 @@ const CSI_OPTIONS = {
   'no-extensions': { type: 'boolean' },
   keeper: { type: 'string' },
   'no-keeper': { type: 'boolean' },
+  handover: { type: 'string' },
   'state-dir': { type: 'string' },
   'kubelet-dir': { type: 'string' },
   budget: { type: 'string' },
@@ -209,7 +211,7 @@ async function csi(args: string[]): Promise<number> {
   const [v] = parse(args, CSI_OPTIONS)
   const { csiCommand } = await import('./csi/command.js')
   const flags: import('./csi/command.js').CsiFlags = {}
-  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['state-dir', 'stateDir'], ['kubelet-dir', 'kubeletDir'], ['budget', 'budget'], ['node-label-keys', 'nodeLabelKeys'], ['http-endpoint', 'httpEndpoint'], ['log-format', 'logFormat']] as const) {
+  for (const [flag, key] of [['endpoint', 'endpoint'], ['node-name', 'nodeName'], ['kubeconfig', 'kubeconfig'], ['context', 'context'], ['registration-dir', 'registrationDir'], ['keeper', 'keeper'], ['handover', 'handover'], ['state-dir', 'stateDir'], ['kubelet-dir', 'kubeletDir'], ['budget', 'budget'], ['node-label-keys', 'nodeLabelKeys'], ['http-endpoint', 'httpEndpoint'], ['log-format', 'logFormat']] as const) {
     if (typeof v[flag] === 'string') flags[key] = v[flag] as string
   }
   if (v['no-registration']) flags.noRegistration = true

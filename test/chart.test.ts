@@ -21,7 +21,9 @@ async function helm(): Promise<string | undefined> {
 }
 
 async function template(bin: string, ...sets: string[]): Promise<Obj[]> {
-  const r = await run(bin, ['template', 'dapifs', CHART, '--namespace', 'dapifs', ...sets.flatMap((s) => ['--set', s])])
+  // `kube-version=X`: the cluster's version, as helm install would read it.
+  const version = sets.filter((s) => s.startsWith('kube-version=')).flatMap((s) => ['--kube-version', s.slice('kube-version='.length)])
+  const r = await run(bin, ['template', 'dapifs', CHART, '--namespace', 'dapifs', ...version, ...sets.filter((s) => !s.startsWith('kube-version=')).flatMap((s) => ['--set', s])])
   if (r.code !== 0) throw new Error(`helm template: ${r.stderr}`)
   return yaml.loadAll(r.stdout.toString()).filter(Boolean) as Obj[]
 }
@@ -84,6 +86,16 @@ async function main(): Promise<void> {
     }
   })
 
+  t.test('before Kubernetes 1.22, and with surgeUpgrades=false, the chart makes examples/kubernetes-before-1.22', async (t) => {
+    const before = (yaml.loadAll(readFileSync('examples/kubernetes-before-1.22/install.yaml', 'utf8')).filter(Boolean) as Obj[]).find((o) => o.kind === 'DaemonSet' && o.metadata.name === 'dapifs-node')!
+    for (const sets of [['kube-version=1.20.2'], ['kube-version=1.21.14'], ['surgeUpgrades=false']]) {
+      const c = find(await template(bin, 'image.tag=0.1.0', ...sets), 'DaemonSet', 'dapifs-node')
+      t.same(plain(essence(c)), plain(essence(before)), `${sets.join(' ')}: the agent without maxSurge`)
+    }
+    const surge = find(await template(bin, 'image.tag=0.1.0', 'kube-version=1.22.0'), 'DaemonSet', 'dapifs-node')
+    t.same(surge.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 }, '1.22: with maxSurge')
+  })
+
   t.test('each value does what values.yaml says', async (t) => {
     const root = '/var/snap/microk8s/common/var/lib/kubelet'
     const moved = await template(bin, `kubeletDir=${root}/`)
@@ -125,7 +137,7 @@ async function main(): Promise<void> {
       kc.loadFromFile(k.kubeconfig)
       const client = KubernetesObjectApi.makeApiClient(kc)
       await k.core.createNamespace({ body: { metadata: { name: 'dapifs' } } })
-      for (const obj of await template(bin, 'image.tag=0.1.0')) {
+      for (const obj of await template(bin, 'image.tag=0.1.0', `kube-version=${release}`)) {
         const name = `${obj.kind}/${obj.metadata.name}`
         try {
           const got = await client.create(obj, undefined, 'All') as Obj

@@ -15,6 +15,7 @@ import { needApiServer, startCluster } from './fixtures/kube.js'
 const DIR = 'examples/kubernetes'
 const DRIVER = 'csi.dapifs.dev'
 
+const BEFORE_1_22 = 'examples/kubernetes-before-1.22'
 const text = (file: string): string => readFileSync(path.join(DIR, file), 'utf8')
 // parseManifest resolves integers as kubectl does (YAML 1.1: `defaultMode: 0644` is 420).
 const docs = (file: string): Obj[] => parseManifest(text(file), file) as Obj[]
@@ -40,6 +41,21 @@ t.test('install.yaml is the kustomization\'s files, concatenated in its order', 
     'Namespace/dapifs', 'ServiceAccount/dapifs-node', 'ClusterRole/dapifs-node', 'ClusterRoleBinding/dapifs-node',
     `CSIDriver/${DRIVER}`, 'DaemonSet/dapifs-node', 'DaemonSet/dapifs-keeper',
   ], 'the Namespace comes first')
+})
+
+t.test('the install for 1.20 and 1.21 is install.yaml without maxSurge', async (t) => {
+  const install = text('install.yaml')
+  const before = readFileSync(path.join(BEFORE_1_22, 'install.yaml'), 'utf8')
+  const header = before.slice(0, before.indexOf('\n---\n') + 1)
+  t.match(header, /^(#.*\n)+$/, 'it starts with comment lines only')
+  const want = header + install.slice(install.indexOf('\n---\n') + 1).replace('      maxSurge: 1\n      maxUnavailable: 0\n', '      maxUnavailable: 1\n')
+  t.equal(before, want, `${BEFORE_1_22}/install.yaml matches install.yaml: regenerate it (the command is in its header)`)
+  const strategy = (objs: Obj[]): unknown => objs.find((o) => o.kind === 'DaemonSet' && o.metadata?.name === 'dapifs-node')!.spec.updateStrategy
+  t.same(strategy(docs('install.yaml')), { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, 'install.yaml: the new pod beside the old one')
+  t.same(strategy(parseManifest(before, 'install.yaml') as Obj[]), { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } }, 'before 1.22: the old pod stops first')
+  const k = parseManifest(readFileSync(path.join(BEFORE_1_22, 'kustomization.yaml'), 'utf8'), 'kustomization.yaml')[0] as Obj
+  t.same(k.resources, ['../kubernetes'], 'its kustomization is examples/kubernetes...')
+  t.match(k.patches[0].patch, /path: \/spec\/updateStrategy\/rollingUpdate\n\s+value:\n\s+maxUnavailable: 1/, '...with the same strategy')
 })
 
 t.test('the CSIDriver', async (t) => {
@@ -93,9 +109,9 @@ t.test('the DaemonSets', async (t) => {
     t.same(pod.tolerations, [{ operator: 'Exists' }])
     // Its HTTP endpoint, and the probes on it (docs/observability.md).
     t.equal(c.args[c.args.indexOf('--http-endpoint') + 1], ':9810', `${name}: --http-endpoint :9810`)
-    t.same(c.ports, [{ name: 'http', containerPort: 9810 }], `${name}: its port`)
-    t.same(c.readinessProbe.httpGet, { path: '/healthz', port: 'http' }, `${name}: ready: /healthz`)
-    t.same(c.livenessProbe.httpGet, { path: '/livez', port: 'http' }, `${name}: alive: /livez`)
+    t.notOk(c.ports, `${name}: no port declared (a hostPort would keep an upgrade's new pod off the node)`)
+    t.same(c.readinessProbe.httpGet, { path: '/healthz', port: 9810 }, `${name}: ready: /healthz`)
+    t.same(c.livenessProbe.httpGet, { path: '/livez', port: 9810 }, `${name}: alive: /livez`)
   }
   t.same(plain.spec.template.spec.containers[0].args, [
     'csi', '--endpoint', `unix:///var/lib/kubelet/plugins/${DRIVER}/csi.sock`, '--node-name', '$(NODE_NAME)',
@@ -108,9 +124,12 @@ t.test('the DaemonSets', async (t) => {
   t.same(registrar.args, ['--csi-address=/csi/csi.sock', `--kubelet-registration-path=/var/lib/kubelet/plugins/${DRIVER}/csi.sock`])
   t.same(registrar.volumeMounts.map((m: Obj) => [m.name, m.mountPath]), [['plugin-dir', '/csi'], ['registration-dir', '/registration']])
 
-  // Apart from the registration, the two are the same DaemonSet.
+  // Apart from the registration, the two are the same DaemonSet, but for the update strategy: with
+  // the registrar, no surge (its old pod's registrar would remove the new one's socket at exit).
+  t.same(withRegistrar.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } })
   const strip = (ds: Obj): Obj => {
     const o = structuredClone(ds)
+    delete o.spec.updateStrategy
     const pod = o.spec.template.spec
     pod.containers = pod.containers.filter((c: Obj) => c.name === 'dapifs')
     const c = pod.containers[0]
@@ -218,7 +237,8 @@ async function main(): Promise<void> {
       }
     }
 
-    const install = docs('install.yaml')
+    // An API server of 1.20 has no maxSurge for DaemonSets, and refuses maxUnavailable: 0.
+    const install = parseManifest(readFileSync(path.join(BEFORE_1_22, 'install.yaml'), 'utf8'), 'install.yaml') as Obj[]
     const driverWritten = one(install, 'CSIDriver')
     for (const obj of install) {
       const got = await dryRun(obj)
@@ -237,6 +257,10 @@ async function main(): Promise<void> {
       // Namespaced dry runs need the namespace to exist: create it for real.
       if (obj.kind === 'Namespace') await client.create(obj)
     }
+
+    const surge = one(docs('daemonset.yaml'), 'DaemonSet')
+    const refusal = await client.create(surge, undefined, 'All').then(() => 'accepted', (e: unknown) => why(e))
+    t.match(refusal, /maxUnavailable/, `1.20 refuses install.yaml's agent, with maxSurge (examples/kubernetes-before-1.22 is for it): ${refusal.slice(0, 300)}`)
 
     const ds = await dryRun(one(docs('daemonset-with-registrar.yaml'), 'DaemonSet'))
     if (ds) t.has(ds, one(docs('daemonset-with-registrar.yaml'), 'DaemonSet'), 'daemonset-with-registrar.yaml comes back as written')

@@ -1,19 +1,25 @@
 // `dapifs csi`: the node agent's life.
 //   1. Check the flags and the credentials (a bad one: one line, exit 2).
 //   2. Take back the volumes an earlier process served (Volumes.recover: their connections from
-//      the keeper, their records from the state directory), first of all.
+//      the keeper, their records from the state directory), first of all. If that process still
+//      serves them (an upgrade with maxSurge), load everything first, then ask it to let go, on
+//      the handover socket (handover.ts); if an agent without a handover socket serves the CSI
+//      socket, wait until it has stopped.
 //   3. Start the node's two watches (its pods, and the Node), and serve CSI on the endpoint at
 //      once: a publish that comes before the pods are listed waits for them.
 //   4. Register with the kubelet through its registration directory (unless --no-registration,
 //      for the standard node-driver-registrar sidecar), and serve /metrics, /healthz and /livez
 //      on --http-endpoint if it is given (observe/http.ts).
 //   5. On SIGINT or SIGTERM: stop registering and serving; leave every volume mounted, to the
-//      keeper and the next process (or, with no keeper there, unmount them); exit 0.
+//      keeper and the next process (or, with no keeper there, unmount them); exit 0. A newer
+//      agent's LET GO on the handover socket is the same, but the process then waits, serving
+//      nothing, for its SIGTERM.
 // What operators watch (docs/observability.md): the log (text, or JSON with --log-format json),
 // the metrics and health on the HTTP endpoint, and Warning events on the pods whose updates the
 // agent did not serve (observe/events.ts).
 
 import { readFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import createDebug from 'debug'
 import { LOG_FORMATS, jsonLine, stderrSay, type LogFormat, type Say } from '../logline.js'
@@ -22,11 +28,11 @@ import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extension
 import { qualifiedNameErrors } from '../volume/fieldpath.js'
 import { InputError } from '../volume/shape.js'
 import { DRIVER_NAME, socketPath } from './endpoint.js'
-import type { RegistrationServer } from './server.js'
 import { nativeLayer } from '../fs/mount.js'
 import { Keeper } from './keeper.js'
 import { VolumeStore } from './state.js'
 import { Volumes, type VolumesObserver } from './volumes.js'
+import { HandoverClient, HandoverServer, waitForOldAgent } from './handover.js'
 import { HttpEndpoint, parseHttpEndpoint, type Endpoint } from '../observe/http.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { PodEvents } from '../observe/events.js'
@@ -40,6 +46,8 @@ export interface CsiFlags {
   noRegistration?: boolean
   /** Refuse the extensions (docs/extensions.md): --no-extensions. */
   noExtensions?: boolean
+  /** The handover socket (handover.ts; default: handover.sock beside the CSI socket). */
+  handover?: string
   /** The keeper's socket (default: keeper.sock beside the CSI socket). */
   keeper?: string
   noKeeper?: boolean
@@ -59,6 +67,10 @@ export interface CsiFlags {
 }
 
 export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet'
+/** How long a new agent loads at a low priority before a handover (at most). */
+const LOW_PRIORITY_MS = 2000
+/** How long a new agent waits for the HTTP port an old one had. */
+const PORT_WAIT_MS = 10_000
 
 let say: Say = stderrSay('text', 'dapifs csi: ')
 
@@ -109,6 +121,8 @@ async function run(flags: CsiFlags): Promise<number> {
   if (!NODE_NAME.test(flags.nodeName) || flags.nodeName.length > 253) throw new InputError('--node-name', `${JSON.stringify(flags.nodeName)} is not a node name (a lowercase DNS name)`)
   if (flags.noRegistration && flags.registrationDir !== undefined) throw new InputError('--no-registration', 'cannot be combined with --registration-dir')
   if (flags.noKeeper && flags.keeper !== undefined) throw new InputError('--no-keeper', 'cannot be combined with --keeper')
+  if (flags.handover !== undefined && !path.isAbsolute(flags.handover)) throw new InputError('--handover', `${JSON.stringify(flags.handover)} is not an absolute path (the handover's unix socket)`)
+  if (flags.noKeeper && flags.handover !== undefined) throw new InputError('--no-keeper', 'cannot be combined with --handover (volumes are handed over through the keeper)')
   if (flags.keeper !== undefined && !path.isAbsolute(flags.keeper)) throw new InputError('--keeper', `${JSON.stringify(flags.keeper)} is not an absolute path (the keeper's unix socket)`)
   if (flags.stateDir !== undefined && !path.isAbsolute(flags.stateDir)) throw new InputError('--state-dir', `${JSON.stringify(flags.stateDir)} is not an absolute path`)
   if (flags.kubeletDir !== undefined && !path.isAbsolute(flags.kubeletDir)) throw new InputError('--kubelet-dir', `${JSON.stringify(flags.kubeletDir)} is not an absolute path (the kubelet's --root-dir)`)
@@ -141,26 +155,44 @@ async function run(flags: CsiFlags): Promise<number> {
     say, observe, allowOther: process.getuid?.() === 0, extensions: !flags.noExtensions,
     store, ...(keeper ? { keeper } : {}), kubeletDir, budget, nodeLabelKeys,
   })
+  // A newer agent's start beside an old one still serving (a rollout with maxSurge): the old one
+  // hands the volumes over (handover.ts). Everything slow is loaded before it is asked to.
+  const handoverSocket = keeper === undefined ? undefined : flags.handover ?? path.join(path.dirname(socket), 'handover.sock')
+  let loaded: ReturnType<typeof load> | undefined
+  const prepare = (): ReturnType<typeof load> => (loaded ??= load(flags, nodeName, volumes!, httpAt, keeper, socket))
+  const old = handoverSocket === undefined ? undefined : await HandoverClient.connect(handoverSocket)
+  /** Whether an old agent ran beside this one: its port may take a moment to be free. */
+  let replacing = old !== undefined
+  if (old) {
+    say(`an agent serves the volumes at ${handoverSocket}: taking them over from it once this one is ready`)
+    // Loading is a second or more of CPU, on a node whose readers the old agent still serves: it
+    // goes at a low priority for its first LOW_PRIORITY_MS (on a node that busy, it would starve
+    // for longer), and the takeover at the usual one.
+    const nice = setNice(10)
+    const restore = (): void => { if (nice !== undefined && os.getPriority() !== nice) setNice(nice) }
+    const timer = setTimeout(restore, LOW_PRIORITY_MS)
+    await prepare()
+    clearTimeout(timer)
+    restore()
+    const t0 = performance.now()
+    const outcome = await old.letGo()
+    say(outcome === 'handed' ? `the old agent let go of its volumes (${old.answer}) in ${(performance.now() - t0).toFixed(0)} ms: taking them over`
+      : `the old agent stopped${old.answer ? ` (it said ${JSON.stringify(old.answer)})` : ''}: taking its volumes over`)
+  } else if (keeper !== undefined) {
+    // An agent of a release without the handover: never serve a mount beside it.
+    replacing = await waitForOldAgent(socket, () => say(`another agent serves ${socket} without a handover socket (an earlier release): waiting for it to stop before taking its volumes over`))
+  }
   // Before anything else, and before the Kubernetes client loads (seconds, on a busy node): a
   // restart's pause, for the pods' readers, lasts until their volumes are served again.
   await volumes.recover()
-
-  if (httpAt) metrics = new (await import('../observe/metrics.js')).Metrics({ volumes: () => volumes?.size ?? 0, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) })
-  // Loaded only here: gRPC, and @kubernetes/client-node, which takes most of a second to load.
-  const { CsiServer, RegistrationServer, SocketProbe } = await import('./server.js')
-  const { loadKubeConfig } = await import('../source/kube.js')
-  const { NodeSource } = await import('../source/node.js')
-  const { podEventsFor } = await import('../observe/events.js')
-  const { kc, context } = loadKubeConfig(flags, 'csi')
-  const source = new NodeSource(kc, nodeName, { problem: (m) => say(m, { level: 'warning' }), info: (m) => say(m) },
-    metrics && ((resource) => metrics!.watch(resource)))
-  events = podEventsFor(kc, nodeName, say)
+  const { metrics: m, csi, probe, source, events: ev, kc, context, RegistrationServer } = await prepare()
+  metrics = m
+  events = ev
   volumes.follow(source)
-  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
-  const probe = new SocketProbe(socket)
   const http = httpAt && new HttpEndpoint({
     metrics: metrics!,
     checks: [
+      { run: () => handover?.replaced ? 'a newer agent is taking the volumes over' : undefined },
       { live: true, run: () => probe.check() },
       { run: () => source.podsSynced ? undefined : `the pods on node ${nodeName} have not been listed yet` },
       { run: () => source.nodeSynced ? undefined : `node ${nodeName} has not been read yet` },
@@ -168,13 +200,14 @@ async function run(flags: CsiFlags): Promise<number> {
     ],
   })
   source.start()
-  let registration: RegistrationServer | undefined
+  let registration: InstanceType<typeof RegistrationServer> | undefined
+  let handover: HandoverServer | undefined
   let serving = ''
   try {
     await keeper?.start()
     await csi.listen(socket)
     if (http) {
-      const at = await http.listen(httpAt!)
+      const at = replacing ? await listenWhenFree(http, httpAt!) : await http.listen(httpAt!)
       serving = `; /metrics, /healthz and /livez on ${at.address.includes(':') ? `[${at.address}]` : at.address}:${at.port}`
     }
     if (!flags.noRegistration) {
@@ -183,6 +216,11 @@ async function run(flags: CsiFlags): Promise<number> {
       })
       await registration.listen()
     }
+    if (handoverSocket !== undefined) {
+      handover = new HandoverServer(handoverSocket, () => letGo('a newer agent asked for the volumes'),
+        (n) => say(`handed ${n} volumes over to the newer agent: serving nothing from now on; waiting for SIGTERM`))
+      await handover.listen()
+    }
   } catch (e) {
     source.stop()
     keeper?.stop()
@@ -190,6 +228,7 @@ async function run(flags: CsiFlags): Promise<number> {
     probe.close()
     await http?.stop()
     await csi.stop()
+    await handover?.close()
     throw e instanceof InputError ? e : new InputError(socket, `cannot serve: ${(e as Error).message}`)
   }
   const synced = new Promise<void>((resolve) => {
@@ -202,27 +241,82 @@ async function run(flags: CsiFlags): Promise<number> {
     (registration ? `; registration at ${registration.socket}` : ' (no registration socket: use node-driver-registrar)') + serving)
   void synced.then(() => say(`following ${source.size} pods on node ${nodeName}`))
 
-  return new Promise((resolve) => {
-    let stopping = false
-    const stop = (why: string): void => {
-      if (stopping) return
-      stopping = true
+  // Stops serving: the sockets and the port first (the volumes are still served meanwhile), then
+  // the volumes, left to the keeper (or unmounted without one). Once; the volumes it served.
+  let stopped: Promise<number> | undefined
+  const letGo = (why: string): Promise<number> => {
+    stopped ??= (async () => {
       const leave = keeper?.connected === true
-      say(leave ? `${why}: leaving ${volumes!.size} volumes mounted, their connections with the keeper` : `${why}: unmounting ${volumes!.size} volumes`)
-      void (async () => {
-        await registration?.stop()
-        await http?.stop()
-        probe.close()
-        events!.stop()
-        await csi.stop()
-        if (leave) await volumes!.detach()
-        else await volumes!.stop()
-        keeper?.stop()
-        source.stop()
-        resolve(0)
-      })()
+      const n = volumes!.size
+      say(leave ? `${why}: leaving ${n} volumes mounted, their connections with the keeper` : `${why}: unmounting ${n} volumes`)
+      await registration?.stop()
+      await http?.stop()
+      probe.close()
+      events!.stop()
+      await csi.stop()
+      if (leave) await volumes!.handOver()
+      else await volumes!.stop()
+      keeper?.stop()
+      source.stop()
+      return n
+    })()
+    return stopped
+  }
+
+  return new Promise((resolve) => {
+    const stop = (why: string): void => {
+      if (stopped) say(`${why}: exiting (the volumes are handed over, or being)`)
+      // With a handover socket, through it: an agent connected meanwhile hears GONE.
+      void (handover ? (letGo(why), handover.handOver()) : letGo(why)).then(() => resolve(0))
     }
     process.once('SIGINT', () => stop('SIGINT'))
     process.once('SIGTERM', () => stop('SIGTERM'))
   })
+}
+
+/** The slow part of a start, once: gRPC, the Kubernetes client, the metrics, and what they make. */
+async function load(flags: CsiFlags, nodeName: string, volumes: Volumes, httpAt: Endpoint | undefined, keeper: Keeper | undefined, socket: string) {
+  const metrics = httpAt ? new (await import('../observe/metrics.js')).Metrics({ volumes: () => volumes.size, ...(keeper ? { keeperConnected: () => keeper.connected } : {}) }) : undefined
+  // Loaded only here: gRPC, and @kubernetes/client-node, which takes most of a second to load.
+  const { CsiServer, RegistrationServer, SocketProbe } = await import('./server.js')
+  const { loadKubeConfig } = await import('../source/kube.js')
+  const { NodeSource } = await import('../source/node.js')
+  const { podEventsFor } = await import('../observe/events.js')
+  const { kc, context } = loadKubeConfig(flags, 'csi')
+  const source = new NodeSource(kc, nodeName, { problem: (m) => say(m, { level: 'warning' }), info: (m) => say(m) },
+    metrics && ((resource) => metrics.watch(resource)))
+  const events = podEventsFor(kc, nodeName, say)
+  const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
+  const probe = new SocketProbe(socket)
+  return { metrics, csi, probe, source, events, kc, context, RegistrationServer }
+}
+
+/** Sets this thread's nice value; the one before, or undefined if it could not. */
+function setNice(value: number): number | undefined {
+  try {
+    const before = os.getPriority()
+    os.setPriority(value)
+    return before
+  } catch (e) {
+    say(`cannot set the priority to ${value}: ${(e as Error).message}`, { level: 'warning' })
+    return undefined
+  }
+}
+
+/**
+ * Listens on the HTTP endpoint after an old agent ran beside this one (the pods share the node's
+ * network): it closes the port before it lets go, but a port still taken is waited for, up to
+ * PORT_WAIT_MS. Other failures, and a port taken for longer, are the flag's (exit 2).
+ */
+async function listenWhenFree(http: HttpEndpoint, at: Endpoint): Promise<{ address: string; port: number }> {
+  const until = performance.now() + PORT_WAIT_MS
+  for (let said = false; ; said = true) {
+    try {
+      return await http.listen(at)
+    } catch (e) {
+      if (!/EADDRINUSE/.test((e as Error).message) || performance.now() > until) throw e
+      if (!said) say(`${(e as Error).message.replace(/^--http-endpoint: /, '')}: waiting for the port (an old agent still has it?)`, { level: 'warning' })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+  }
 }

@@ -174,6 +174,8 @@ export class Volumes {
   /** The Node as pods may see it, for the source's latest Node. */
   private nodeSeen: { of: Partial<NodeView>; view: Partial<NodeView> } | undefined
   private saidNoVersion = false
+  /** Handed over to a newer agent (handOver): every CSI call is UNAVAILABLE, for the kubelet to retry there. */
+  private leaving = false
 
   constructor(private readonly opts: VolumesOptions) {
     this.budget = opts.budget ?? DEFAULT_AGENT_BUDGET
@@ -209,17 +211,22 @@ export class Volumes {
     return this.byTarget.size
   }
 
-  /** Runs calls for one target in order. */
+  /** Runs calls for one target in order; none once handed over. */
   private serial<T>(target: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.queues.get(target) ?? Promise.resolve()
-    const next = prev.catch(() => {}).then(fn)
+    const next = prev.catch(() => {}).then(() => { this.checkServing(); return fn() })
     const tail = next.catch(() => {})
     this.queues.set(target, tail)
     void tail.then(() => { if (this.queues.get(target) === tail) this.queues.delete(target) })
     return next
   }
 
+  private checkServing(): void {
+    if (this.leaving) throw new CsiError('UNAVAILABLE', 'this agent has handed its volumes over to a newer one, which serves the CSI socket now; retry')
+  }
+
   async publish(req: PublishRequest, deadline: number): Promise<void> {
+    this.checkServing()
     // The fields CSI requires, in the order of the spec's message, then what they hold.
     if (!req.volume_id) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
     if (!req.target_path) throw new CsiError('INVALID_ARGUMENT', 'target_path: is required')
@@ -509,6 +516,7 @@ export class Volumes {
   }
 
   async unpublish(volumeId: string, targetPath: string): Promise<void> {
+    this.checkServing()
     if (!volumeId) throw new CsiError('INVALID_ARGUMENT', 'volume_id: is required')
     const target = this.checkTarget(targetPath)
     this.waiting.get(target)?.abort()
@@ -670,7 +678,24 @@ export class Volumes {
     await Promise.all([...this.byTarget.values()].map(async (p) => { await p.daemon.detach(); await p.saved }))
   }
 
+  /**
+   * Hands every volume over to a newer agent (handover.ts): refuses CSI calls from now on, lets
+   * those under way end, then leaves every mount to the keeper (detach) and waits until the
+   * requests its pool had read are answered. From then on this process answers no request of any
+   * mount, flips nothing and records nothing: the newer agent does. The volumes it served.
+   */
+  async handOver(): Promise<number> {
+    this.leaving = true
+    this.quiet()
+    await Promise.all([...this.queues.values()])
+    const n = this.byTarget.size
+    await this.detach()
+    await settled(1000)
+    return n
+  }
+
   private quiet(): void {
+    if (this.quieted) return
     this.stopListening()
     clearTimeout(this.orphanTimer)
     this.quieted = true

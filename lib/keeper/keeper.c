@@ -21,6 +21,12 @@
  *                seconds), the keeper lets go of every descriptor
  * anything else -> "ERR <why>". Keys are the mounts' target paths.
  *
+ * An upgrade with surge (a new agent started while the old one still serves) needs nothing more
+ * here: the agents hand the volumes over between themselves (lib/csi/handover.ts), and the new
+ * one TAKEs only once the old one has stopped reading every mount and said so. A keeper of any
+ * release serves that unchanged; two AGENT connections at once (the old agent's, until it
+ * exits, and the new one's) are fine.
+ *
  * Letting go: with no agent, a request the kernel cannot answer from its caches waits. So that
  * it does not wait for ever, the keeper closes its descriptors when no agent has been connected
  * for --abandon-after seconds (default 300): the connections then end, and those reads fail
