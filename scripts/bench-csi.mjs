@@ -60,8 +60,14 @@ const QUIET_ITEMS = `- path: labels
   fieldRef: {fieldPath: metadata.labels}
 `
 
+/** The commands running now (readers, mostly): a run that is stopped kills them. */
+const running = new Set()
 const run = (cmd, args, timeout = 300_000) => new Promise((resolve) => {
-  execFile(cmd, args, { timeout, maxBuffer: 64 << 20 }, (err, stdout, stderr) => resolve({ code: err ? err.code ?? 1 : 0, stdout, stderr }))
+  const child = execFile(cmd, args, { timeout, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    running.delete(child)
+    resolve({ code: err ? err.code ?? 1 : 0, stdout, stderr })
+  })
+  running.add(child)
 })
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]
@@ -87,6 +93,32 @@ async function main() {
   let keeper
   const readerBin = path.join(dir, 'reader')
   const reader = (args, timeout) => run('taskset', ['-c', '1', readerBin, ...args], timeout)
+  let stopped = false
+  const stop = async () => {
+    if (stopped) return
+    stopped = true
+    // Without its keeper, the driver unmounts everything when it stops.
+    keeper?.kill('SIGKILL')
+    await sleep(500) // the driver sees its keeper gone
+    if (driver && driver.exitCode === null && driver.signalCode === null) {
+      driver.kill('SIGTERM')
+      const exited = await Promise.race([new Promise((r) => driver.on('exit', () => r(true))), sleep(120_000).then(() => false)])
+      if (!exited) driver.kill('SIGKILL')
+    }
+    const left = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(dir + '/'))
+    for (const m of left.reverse()) await run('fusermount', ['-uz', m])
+    await new Promise((resolve) => execFile('bash', [KAS, 'down', path.join(dir, 'k8s')], { env }, resolve))
+    rmSync(dir, { recursive: true, force: true })
+  }
+  // Killed (a time limit, Ctrl-C): the same as at the end, while what was under way fails.
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.once(signal, () => {
+      process.on('unhandledRejection', () => {})
+      process.on('uncaughtException', () => {})
+      for (const child of running) child.kill('SIGKILL')
+      stop().finally(() => process.exit(1))
+    })
+  }
   try {
     const cc = await run('cc', ['-O2', '-pthread', '-o', readerBin, path.join(ROOT, 'scripts', 'reader.c')])
     if (cc.code !== 0) throw new Error(`cc: ${cc.stderr}`)
@@ -311,18 +343,7 @@ async function main() {
     target_(beside.errors === 0, `no failed listing beside the largest volume: ${beside.errors}`)
     target_(beside.max < 50, `the longest wait of a listing beside the largest volume under 50 ms: ${f(beside.max, 1)} ms (alone: ${f(alone.max, 1)} ms)`)
   } finally {
-    // Without its keeper, the driver unmounts everything when it stops.
-    keeper?.kill('SIGKILL')
-    await sleep(500) // the driver sees its keeper gone
-    if (driver && driver.exitCode === null && driver.signalCode === null) {
-      driver.kill('SIGTERM')
-      const stopped = await Promise.race([new Promise((r) => driver.on('exit', () => r(true))), sleep(120_000).then(() => false)])
-      if (!stopped) driver.kill('SIGKILL')
-    }
-    const left = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(dir + '/'))
-    for (const m of left.reverse()) await run('fusermount', ['-uz', m])
-    await new Promise((resolve) => execFile('bash', [KAS, 'down', path.join(dir, 'k8s')], { env }, resolve))
-    rmSync(dir, { recursive: true, force: true })
+    await stop()
   }
 }
 

@@ -325,6 +325,8 @@ async function main() {
   target(rssMax < 80 * 1024 && rssAfter - rssBefore < 5 * 1024, `RSS under 80 MB, growing under 5 MB over ${f(RSS_FLIPS)} flips: at most ${f(rssMax / 1024, 1)} MB, ${rssAfter >= rssBefore ? '+' : ''}${f((rssAfter - rssBefore) / 1024, 1)} MB`)
 }
 
+// Killed (a test's time limit, Ctrl-C): unmount and remove what it made, as at the end.
+for (const signal of ['SIGTERM', 'SIGINT']) process.once(signal, () => cleanup().finally(() => process.exit(1)))
 try {
   await main()
 } finally {
