@@ -12,7 +12,7 @@ import path from 'node:path'
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node'
 import { cat, mounted, reader, startReader, until, type ReaderResult, type RunningReader } from './fixtures/daemon.js'
 import { podInfo, startDriver, startKeeper, type Driver } from './fixtures/csi.js'
-import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
+import { needApiServer, startClusterWithNode, type Cluster } from './fixtures/kube.js'
 
 const NS = 'shop'
 const NODE = 'node-1'
@@ -80,18 +80,22 @@ async function checkReads(t: Test, loops: Map<string, RunningReader>, allowed: (
   return longest / 1e6
 }
 
+/** An API server with the namespace and the Node, the reader, a node directory, and its keeper. */
+async function setUp(t: Test): Promise<{ k: Cluster; bin: string; dir: string; plugin: string }> {
+  const k = await startClusterWithNode(t, NS, NODE)
+  const bin = await reader()
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-handover-'))
+  chmodSync(dir, 0o755)
+  const plugin = path.join(dir, 'plugins', 'csi.dapifs.dev')
+  await startKeeper(t, path.join(plugin, 'keeper.sock'))
+  return { k, bin, dir, plugin }
+}
+
 async function main(): Promise<void> {
   if (!(await needApiServer('the handover between two agents'))) return
 
   t.test('a new agent takes the volumes over from one that still serves them', async (t) => {
-    const k = await startCluster(t)
-    await k.core.createNamespace({ body: { metadata: { name: NS } } })
-    await k.core.createNode({ body: { metadata: { name: NODE }, status: { allocatable: { cpu: '2', memory: '4Gi', pods: '110' } } } })
-    const bin = await reader()
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-handover-'))
-    chmodSync(dir, 0o755)
-    const plugin = path.join(dir, 'plugins', 'csi.dapifs.dev')
-    await startKeeper(t, path.join(plugin, 'keeper.sock'))
+    const { k, bin, dir, plugin } = await setUp(t)
     // The old agent logs every request it answers (DEBUG=dapifs:requests).
     const old = await startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, dir, env: ['DEBUG=dapifs:requests'] })
     const pods: Pod[] = []
@@ -151,14 +155,7 @@ async function main(): Promise<void> {
   })
 
   t.test('an agent of a release without the handover: the new one waits until it has stopped', async (t) => {
-    const k = await startCluster(t)
-    await k.core.createNamespace({ body: { metadata: { name: NS } } })
-    await k.core.createNode({ body: { metadata: { name: NODE }, status: { allocatable: { cpu: '2', memory: '4Gi', pods: '110' } } } })
-    const bin = await reader()
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-handover-'))
-    chmodSync(dir, 0o755)
-    const plugin = path.join(dir, 'plugins', 'csi.dapifs.dev')
-    await startKeeper(t, path.join(plugin, 'keeper.sock'))
+    const { k, bin, dir } = await setUp(t)
     // Its handover socket elsewhere: the new agent finds none where it looks, as with an old release.
     const old = await startDriver(t, { kubeconfig: k.kubeconfig, nodeName: NODE, dir, args: ['--handover', path.join(dir, 'elsewhere.sock')] })
     const p = await createPod(k, old, 'web')

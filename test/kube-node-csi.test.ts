@@ -16,22 +16,12 @@ import { PatchStrategy, StorageV1Api, setHeaderOptions, type V1CSIDriver } from 
 import { RELEASES, BUSYBOX, needNode, startNode, type Node } from './fixtures/node.js'
 import { startDriver } from './fixtures/csi.js'
 import { run, watchDir } from './fixtures/daemon.js'
-import { SNAPSHOT, comparable, seenIn, snapshots } from './fixtures/snapshot.js'
+import { SNAPSHOT, comparable, seenIn, snapshotItems, snapshotPod, snapshots } from './fixtures/snapshot.js'
 
 const NS = 'csi'
 const DRIVER = 'csi.dapifs.dev'
 
-const ITEMS = [
-  { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
-  { path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } },
-  { path: 'pod/name', fieldRef: { fieldPath: 'metadata.name' } },
-  { path: 'pod/namespace', fieldRef: { fieldPath: 'metadata.namespace' } },
-  { path: 'pod/uid', fieldRef: { fieldPath: 'metadata.uid' } },
-  { path: 'app', fieldRef: { fieldPath: "metadata.labels['app']" } },
-  { path: 'cpu_limit', resourceFieldRef: { containerName: 'c', resource: 'limits.cpu', divisor: '1m' } },
-  { path: 'mem_request', resourceFieldRef: { containerName: 'c', resource: 'requests.memory', divisor: '1Mi' } },
-  { path: 'mem_limit', resourceFieldRef: { containerName: 'c', resource: 'limits.memory' } },
-]
+const ITEMS = snapshotItems('c')
 
 /** The same snapshot, on the host, of two directories. */
 const hostSnapshot = (csi: string, kubelet: string): string =>
@@ -90,29 +80,7 @@ async function main(): Promise<void> {
 
       await t.test('a pod reads the kubelet\'s bytes from its dapifs volume, and sees labels change', async (t) => {
         const labels: Record<string, string> = { app: 'csi', rev: '0', 'example.com/team': 'a.b_c-d' }
-        await node.core.createNamespacedPod({
-          namespace: NS,
-          body: {
-            metadata: { name: 'both', labels, annotations: { note: 'line one\nline "two" \\ ünï', empty: '' } },
-            spec: {
-              nodeName: node.nodeName,
-              hostNetwork: true,
-              dnsPolicy: 'Default',
-              terminationGracePeriodSeconds: 1,
-              securityContext: { fsGroup: 4321 },
-              containers: [{
-                name: 'c', image: BUSYBOX, imagePullPolicy: 'Never',
-                command: ['sh', '-c', `${SNAPSHOT}\nexec inotify-watch /csi`],
-                resources: { limits: { cpu: '250m', memory: '64Mi' }, requests: { cpu: '100m', memory: '32Mi' } },
-                volumeMounts: [{ name: 'podinfo', mountPath: '/csi' }, { name: 'kube', mountPath: '/kubelet' }],
-              }],
-              volumes: [
-                { name: 'podinfo', csi: { driver: DRIVER, readOnly: true, volumeAttributes: { items: JSON.stringify(ITEMS), defaultMode: '0640' } } },
-                { name: 'kube', downwardAPI: { items: ITEMS, defaultMode: 0o640 } },
-              ],
-            },
-          },
-        })
+        await node.core.createNamespacedPod({ namespace: NS, body: snapshotPod({ nodeName: node.nodeName, labels, container: 'c', image: BUSYBOX, driver: DRIVER }) })
         const t0 = performance.now()
         const pod = await node.waitForPod(NS, 'both', (p) => p.status?.phase === 'Running', 90_000)
         t.comment(`pod Running after ${((performance.now() - t0) / 1000).toFixed(1)} s`)

@@ -25,7 +25,7 @@ import t, { type Test } from 'tap'
 import { AppsV1Api, PatchStrategy, StorageV1Api, setHeaderOptions, type V1Pod } from '@kubernetes/client-node'
 import { BUSYBOX, RELEASES, needNode, startNode, type Node } from './fixtures/node.js'
 import { run } from './fixtures/daemon.js'
-import { SNAPSHOT, comparable, snapshots } from './fixtures/snapshot.js'
+import { comparable, snapshotPod, snapshots } from './fixtures/snapshot.js'
 import { describe, formatLabels, oneLine, readerScript, readers, waitForReaders, type Readers } from './fixtures/readers.js'
 
 const CACHE = process.env.DAPIFS_CACHE ?? path.join(os.homedir(), '.cache/dapifs')
@@ -39,17 +39,6 @@ const TAGS = ['0.1.0', '0.1.0-2'] as const
 const image = (tag: string): string => `localhost/dapifs:${tag}`
 const DOC = 'docs/running-in-a-cluster.md'
 
-const ITEMS = [
-  { path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } },
-  { path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } },
-  { path: 'pod/name', fieldRef: { fieldPath: 'metadata.name' } },
-  { path: 'pod/namespace', fieldRef: { fieldPath: 'metadata.namespace' } },
-  { path: 'pod/uid', fieldRef: { fieldPath: 'metadata.uid' } },
-  { path: 'app', fieldRef: { fieldPath: "metadata.labels['app']" } },
-  { path: 'cpu_limit', resourceFieldRef: { containerName: 'snap', resource: 'limits.cpu', divisor: '1m' } },
-  { path: 'mem_request', resourceFieldRef: { containerName: 'snap', resource: 'requests.memory', divisor: '1Mi' } },
-  { path: 'mem_limit', resourceFieldRef: { containerName: 'snap', resource: 'limits.memory' } },
-]
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const seconds = (t0: number): string => ((performance.now() - t0) / 1000).toFixed(1)
@@ -147,31 +136,9 @@ async function agentState(node: Node): Promise<string> {
 const agentLog = (node: Node, pod: V1Pod): Promise<string> => node.containerLog('dapifs', pod.metadata!.name!, 'dapifs', { uid: pod.metadata!.uid! })
 
 function testPod(node: Node, labels: Record<string, string>): V1Pod {
-  const mounts = [{ name: 'podinfo', mountPath: '/csi' }, { name: 'kube', mountPath: '/kubelet' }]
-  return {
-    metadata: { name: 'both', labels, annotations: { note: 'line one\nline "two" \\ ünï', empty: '' } },
-    spec: {
-      nodeName: node.nodeName,
-      hostNetwork: true,
-      dnsPolicy: 'Default',
-      terminationGracePeriodSeconds: 1,
-      securityContext: { fsGroup: 4321 },
-      containers: [
-        {
-          name: 'snap', image: BUSYBOX, imagePullPolicy: 'Never',
-          command: ['sh', '-c', `${SNAPSHOT}\nexec inotify-watch /csi`],
-          resources: { limits: { cpu: '250m', memory: '64Mi' }, requests: { cpu: '100m', memory: '32Mi' } },
-          volumeMounts: mounts,
-        },
-        // Each read of 50 ms or more is reported (SLOW).
-        { name: 'c', image: BUSYBOX, imagePullPolicy: 'Never', command: ['sh', '-c', readerScript('*annotations*app*labels*pod*', 50, true)], volumeMounts: mounts },
-      ],
-      volumes: [
-        { name: 'podinfo', csi: { driver: DRIVER, readOnly: true, volumeAttributes: { items: JSON.stringify(ITEMS), defaultMode: '0640' } } },
-        { name: 'kube', downwardAPI: { items: ITEMS, defaultMode: 0o640 } },
-      ],
-    },
-  }
+  // Each read of 50 ms or more is reported (SLOW).
+  const reader = { name: 'c', command: ['sh', '-c', readerScript('*annotations*app*labels*pod*', 50, true)] }
+  return snapshotPod({ nodeName: node.nodeName, labels, container: 'snap', image: BUSYBOX, driver: DRIVER, more: [reader] })
 }
 
 async function patchLabels(node: Node, labels: Record<string, string>): Promise<void> {

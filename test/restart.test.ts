@@ -11,7 +11,7 @@ import path from 'node:path'
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node'
 import { cat, mounted, parseReader, reader, run, until, type ReaderResult } from './fixtures/daemon.js'
 import { podInfo, startDriver, startKeeper, type Driver } from './fixtures/csi.js'
-import { needApiServer, startCluster, type Cluster } from './fixtures/kube.js'
+import { needApiServer, startClusterWithNode, type Cluster } from './fixtures/kube.js'
 
 const NS = 'shop'
 const NODE = 'node-1'
@@ -88,9 +88,7 @@ async function main(): Promise<void> {
   if (!(await needApiServer('restarts of the CSI driver'))) return
 
   t.test('restarts of the CSI driver, with its keeper', async (t) => {
-    const k = await startCluster(t)
-    await k.core.createNamespace({ body: { metadata: { name: NS } } })
-    await k.core.createNode({ body: { metadata: { name: NODE }, status: { allocatable: { cpu: '2', memory: '4Gi', pods: '110' } } } })
+    const k = await startClusterWithNode(t, NS, NODE)
     const bin = await reader()
     // A kubelet's root: the driver's sockets, the keeper's and the records go below it.
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-restart-'))
