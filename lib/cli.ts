@@ -14,6 +14,7 @@ import type { Pod } from './volume/pod.js'
 import type { Projection } from './volume/projection.js'
 import type { ServeFlags } from './serve.js'
 import { InputError } from './volume/shape.js'
+import { failure } from './logline.js'
 import { NEWEST, SUPPORTED } from './volume/release.js'
 
 export class UsageError extends InputError {}
@@ -116,10 +117,9 @@ export function renderJson(p: Projection): string {
 }
 
 async function renderPod(pod: Pod, settings: Settings, where: string): Promise<Projection> {
-  const [{ project }, { volumeOf }] = await Promise.all([import('./volume/projection.js'), import('./volume/input.js')])
+  const { renderVolume } = await import('./volume/input.js')
   try {
-    const node = { allocatable: settings.allocatable, labels: settings.nodeLabels ?? new Map<string, string>() }
-    return project(pod, volumeOf(pod, settings), { ...settings, node })
+    return renderVolume(pod, settings)
   } catch (e) {
     if (e instanceof InputError && !e.where.startsWith('--')) throw new InputError(where, e.message)
     throw e
@@ -142,7 +142,7 @@ async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projec
   try {
     raw = await core.readNamespacedPod({ namespace: ref.namespace, name: ref.name })
   } catch (e) {
-    throw new InputError(who, describeError(e, 'get').replace(/; retrying$/, ''))
+    throw new InputError(who, describeError(e, 'get'))
   }
   let pod: Pod
   try { pod = readPod(raw) } catch (e) { throw new InputError(who, (e as Error).message) }
@@ -153,7 +153,7 @@ async function clusterPod(flags: InputFlags, settings: Settings): Promise<Projec
       if (flags.nodeAllocatable === undefined) settings.allocatable = allocatableFromNode(node.status?.allocatable as Record<string, unknown> | undefined)
     } catch (e) {
       if (e instanceof InputError) throw new InputError(who, e.message)
-      process.stderr.write(`dapifs: node ${pod.nodeName}: ${describeError(e, 'get').replace(/; retrying$/, '')}; unset limits read ${flags.nodeAllocatable !== undefined ? '--node-allocatable' : 'this machine\'s allocatable'}, and the node's labels read empty\n`)
+      process.stderr.write(`dapifs: node ${pod.nodeName}: ${describeError(e, 'get')}; unset limits read ${flags.nodeAllocatable !== undefined ? '--node-allocatable' : 'this machine\'s allocatable'}, and the node's labels read empty\n`)
     }
   }
   return renderPod(pod, settings, who)
@@ -263,13 +263,10 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError('', `unknown command ${JSON.stringify(command)} (commands: ${COMMANDS})`)
     }
   } catch (e) {
-    if (e instanceof InputError) {
-      process.stderr.write(`dapifs: ${e.message.replace(/\n/g, ' ')}\n`)
-      return 2
-    }
+    const { line, code } = failure(e)
+    process.stderr.write(`dapifs: ${line}\n`)
     // A bug, not bad input: still one line, the stack only when debugging.
-    process.stderr.write(`dapifs: internal error: ${(e as Error).message}\n`)
-    if (process.env.DEBUG) process.stderr.write(`${(e as Error).stack}\n`)
-    return 1
+    if (code === 1 && process.env.DEBUG) process.stderr.write(`${(e as Error).stack}\n`)
+    return code
   }
 }

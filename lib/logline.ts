@@ -14,6 +14,13 @@
 // JSON.stringify escapes every control character; the three line separators it leaves as they
 // are (U+0085, U+2028, U+2029), which some readers split lines on, are escaped here too.
 
+import { InputError } from './volume/shape.js'
+
+/** A command's end in error, as one line and its exit code: bad input (InputError) 2, a bug 1. */
+export function failure(e: unknown): { line: string; code: 1 | 2 } {
+  return e instanceof InputError ? { line: e.message.replace(/\n/g, ' '), code: 2 } : { line: `internal error: ${(e as Error).message}`, code: 1 }
+}
+
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f\u0085\u2028\u2029]/g
 

@@ -75,13 +75,23 @@ export function checkVolumeContext(ctx: Record<string, string>, budget: VolumeBu
 /** The request, from a checked context (checkVolumeContext) and its items, parsed (parseAttribute). */
 export function volumeRequest(ctx: Record<string, string>, items: unknown, volumeName: string, extensions: 'allowed' | 'refused' = 'allowed',
   budget: VolumeBudget = DEFAULT_VOLUME_BUDGET): VolumeRequest {
-  const { pod } = checkVolumeContext(ctx, budget)
+  return requestOf(checkVolumeContext(ctx, budget).pod, ctx, items, volumeName, extensions, budget)
+}
+
+/** volumeRequest, for a volume context checked already (checkVolumeContext) that gave `pod`. */
+function requestOf(pod: PodRef, ctx: Record<string, string>, items: unknown, volumeName: string, extensions: 'allowed' | 'refused',
+  budget: VolumeBudget): VolumeRequest {
   const source: Record<string, unknown> = { items }
   if (!Array.isArray(source.items)) new Shape(source.items, ITEMS_WHERE).list()
   if (ctx.defaultMode !== undefined) source.defaultMode = parseAttribute(ctx.defaultMode, 'volumeAttributes.defaultMode')
   const volume = readDownwardAPISource(new Shape(source, 'volumeAttributes'), volumeName, extensions)
   checkVolume(volume, budget)
-  return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
+  return { pod, volume, key: requestKey(pod, ctx) }
+}
+
+/** What tells one request from another: the pod, the items' text, the mode. */
+function requestKey(pod: PodRef, ctx: Record<string, string>): string {
+  return JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null])
 }
 
 /**
@@ -101,8 +111,8 @@ export function readVolumeContext(ctx: Record<string, string>, volumeName: strin
   if (!seen) readBefore.set(budget, (seen = new Map()))
   const from = JSON.stringify([items, ctx.defaultMode ?? null, volumeName, extensions])
   const volume = seen.get(from)
-  if (volume) return { pod, volume, key: JSON.stringify([pod, ctx.items, ctx.defaultMode ?? null]) }
-  const request = volumeRequest(ctx, parseAttribute(items, ITEMS_WHERE), volumeName, extensions, budget)
+  if (volume) return { pod, volume, key: requestKey(pod, ctx) }
+  const request = requestOf(pod, ctx, parseAttribute(items, ITEMS_WHERE), volumeName, extensions, budget)
   if (seen.size >= READ_BEFORE) seen.clear()
   seen.set(from, request.volume)
   return request

@@ -22,7 +22,7 @@ import { readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import createDebug from 'debug'
-import { LOG_FORMATS, jsonLine, stderrSay, type LogFormat, type Say } from '../logline.js'
+import { LOG_FORMATS, failure, jsonLine, stderrSay, type LogFormat, type Say } from '../logline.js'
 import { AGENT_BUDGET_KEYS, DEFAULT_AGENT_BUDGET, parseBudgetFlag } from '../volume/budget.js'
 import { DEFAULT_NODE_LABEL_KEYS, type NodeLabelKeys } from '../volume/extensions.js'
 import { qualifiedNameErrors } from '../volume/fieldpath.js'
@@ -107,9 +107,9 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
   try {
     return await run(flags)
   } catch (e) {
-    const bad = e instanceof InputError
-    process.stderr.write(`${jsonLine(bad ? e.message.replace(/\n/g, ' ') : `internal error: ${(e as Error).message}`, { level: 'error' })}\n`)
-    return bad ? 2 : 1
+    const { line, code } = failure(e)
+    process.stderr.write(`${jsonLine(line, { level: 'error' })}\n`)
+    return code
   }
 }
 
@@ -314,8 +314,8 @@ async function listenWhenFree(http: HttpEndpoint, at: Endpoint): Promise<{ addre
     try {
       return await http.listen(at)
     } catch (e) {
-      if (!/EADDRINUSE/.test((e as Error).message) || performance.now() > until) throw e
-      if (!said) say(`${(e as Error).message.replace(/^--http-endpoint: /, '')}: waiting for the port (an old agent still has it?)`, { level: 'warning' })
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || performance.now() > until) throw e
+      if (!said) say(`${(e as InputError).problem}: waiting for the port (an old agent still has it?)`, { level: 'warning' })
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
   }

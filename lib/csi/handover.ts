@@ -32,6 +32,7 @@ import { chmod, unlink } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import net from 'node:net'
 import createDebug from 'debug'
+import { answers } from './endpoint.js'
 
 const log = createDebug('dapifs:csi:handover')
 
@@ -136,7 +137,7 @@ export class HandoverClient {
     })
   }
 
-  /** What the old agent answered other than GONE, if anything (an ERR line). */
+  /** The old agent's last line (GONE and the number of volumes, or an ERR line), if any. */
   get answer(): string | undefined {
     return this.said
   }
@@ -146,19 +147,6 @@ export class HandoverClient {
     if (!this.conn.destroyed) this.conn.write('LET GO\n')
     return this.outcome.finally(() => this.conn.destroy())
   }
-
-  /** Resolves when the old agent has let go or died, without asking it (it was told to stop). */
-  ended(): Promise<Outcome> {
-    return this.outcome
-  }
-}
-
-/** Whether something serves the unix socket at `socket` (connects). */
-export function answers(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = net.connect(socket, () => { c.destroy(); resolve(true) })
-    c.on('error', () => resolve(false))
-  })
 }
 
 /**

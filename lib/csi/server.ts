@@ -15,12 +15,11 @@ import * as protoLoader from '@grpc/proto-loader'
 import createDebug from 'debug'
 import { InputError } from '../volume/shape.js'
 import { serveRewritten } from './authority.js'
-import { DRIVER_NAME } from './endpoint.js'
+import { DRIVER_NAME, answers } from './endpoint.js'
 import { CsiError, type PublishRequest, type Volumes } from './volumes.js'
 
 const log = createDebug('dapifs:csi:server')
 
-export { DRIVER_NAME, socketPath } from './endpoint.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 /** The .proto files: beside this module (dist/csi/, copied by the build) or in lib/csi/. */
@@ -78,11 +77,7 @@ function unary(fn: Handler, name: string, answered?: (code: string, seconds: num
 async function listen(server: grpc.Server, socket: string): Promise<net.Server> {
   await mkdir(path.dirname(socket), { recursive: true })
   if (existsSync(socket)) {
-    const live = await new Promise<boolean>((resolve) => {
-      const c = net.connect(socket, () => { c.destroy(); resolve(true) })
-      c.on('error', () => resolve(false))
-    })
-    if (live) throw new InputError(socket, 'another process is serving this socket (is another dapifs csi running?)')
+    if (await answers(socket)) throw new InputError(socket, 'another process is serving this socket (is another dapifs csi running?)')
     await unlink(socket)
   }
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure())

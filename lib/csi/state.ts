@@ -72,8 +72,6 @@ function sha256(data: Buffer): string {
 export class VolumeStore {
   /** The hashes each target's directory holds, as this process wrote or read them. */
   private readonly stored = new Map<string, Set<string>>()
-  /** Targets whose directory of bytes exists (made by a save, or read by load()). */
-  private readonly made = new Set<string>()
   private saving = 0
   /** Saves waiting for their turn: first saves at the front. */
   private readonly turns: (() => void)[] = []
@@ -109,19 +107,15 @@ export class VolumeStore {
     const key = this.key(r.target)
     const blobs = path.join(this.dir, key)
     const files: StoredFile[] = g.projection.files.map((f) => ({ path: f.path, mode: f.mode, size: f.data.length, sha256: sha256(f.data) }))
-    const before = this.stored.get(r.target) ?? new Set<string>()
-    const after = new Set(files.map((f) => f.sha256))
-    if (!this.made.has(r.target)) {
-      await mkdir(blobs, { recursive: true, mode: 0o700 })
-      this.made.add(r.target)
-    }
-    const written = new Set<string>()
-    for (const f of g.projection.files) {
-      const h = sha256(f.data)
-      if (before.has(h) || written.has(h)) continue
-      await writeFile(path.join(blobs, `${h}.tmp`), f.data, { mode: 0o600 })
-      await rename(path.join(blobs, `${h}.tmp`), path.join(blobs, h))
-      written.add(h)
+    // The bytes in the target's directory: none until its first save, or a version 1 record's load.
+    const before = this.stored.get(r.target)
+    if (!before) await mkdir(blobs, { recursive: true, mode: 0o700 })
+    const after = new Set<string>()
+    for (const [i, f] of files.entries()) {
+      if (before?.has(f.sha256) || after.has(f.sha256)) { after.add(f.sha256); continue }
+      await writeFile(path.join(blobs, `${f.sha256}.tmp`), g.projection.files[i]!.data, { mode: 0o600 })
+      await rename(path.join(blobs, `${f.sha256}.tmp`), path.join(blobs, f.sha256))
+      after.add(f.sha256)
     }
     const generation: StoredGeneration = { name: g.name, createdMs: g.createdMs, ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}), files }
     const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, kubelet: r.kubelet, generation })
@@ -129,7 +123,7 @@ export class VolumeStore {
     await writeFile(`${file}.tmp`, text, { mode: 0o600 })
     await rename(`${file}.tmp`, file)
     this.stored.set(r.target, after)
-    for (const h of before) if (!after.has(h)) await rm(path.join(blobs, h), { force: true })
+    for (const h of before ?? []) if (!after.has(h)) await rm(path.join(blobs, h), { force: true })
   }
 
   async remove(target: string): Promise<void> {
@@ -137,7 +131,6 @@ export class VolumeStore {
     await rm(path.join(this.dir, `${key}.json`), { force: true })
     await rm(path.join(this.dir, key), { recursive: true, force: true })
     this.stored.delete(target)
-    this.made.delete(target)
   }
 
   /**
@@ -161,8 +154,9 @@ export class VolumeStore {
       try {
         const [r, version] = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
         if (`${this.key(r.target)}.json` !== name) throw new Error('its name is not its target\'s')
-        this.stored.set(r.target, new Set(r.generation.projection.files.map((f) => sha256(f.data))))
-        if (version === VERSION) this.made.add(r.target) // its bytes were read from there
+        // A version 1 record's bytes were in it, not in the target's directory: its first save
+        // writes them all.
+        if (version === VERSION) this.stored.set(r.target, new Set(r.generation.projection.files.map((f) => sha256(f.data))))
         out.push(r)
       } catch (e) {
         bad(file, (e as Error).message)

@@ -12,10 +12,10 @@
 import createDebug from 'debug'
 import { Flipper } from './flip.js'
 import { Generations, sameContent, type Generation } from '../volume/generation.js'
-import { volumeOf, type Settings } from '../volume/input.js'
+import { renderVolume, type Settings } from '../volume/input.js'
 import { Mount, nativeLayer, type MountOptions } from './mount.js'
 import type { NodeView, Pod } from '../volume/pod.js'
-import { project, type Projection } from '../volume/projection.js'
+import type { Projection } from '../volume/projection.js'
 import type { KeptBytes } from './kept.js'
 import type { Allocatable } from '../volume/resource.js'
 import { causeOf } from '../volume/budget.js'
@@ -98,15 +98,9 @@ export class Daemon implements PodSink, KubeSink {
    * Throws (InputError) if it cannot be rendered. Changes nothing: serve() does.
    */
   render(pod: Pod, node?: Partial<NodeView>): Projection {
-    const { settings } = this.opts
-    const opts = {
-      node: { allocatable: node?.allocatable ?? settings.allocatable, labels: node?.labels ?? settings.nodeLabels ?? new Map<string, string>() },
-      ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}),
-      ...(settings.budget ? { budget: settings.budget } : {}),
-      ...(settings.release ? { release: settings.release } : {}),
-    }
-    return project(pod, volumeOf(pod, settings), opts)
+    return renderVolume(pod, this.opts.settings, node)
   }
+
 
   /** Flips to a rendering if its files differ from the latest generation's; whether it does. */
   serve(projection: Projection): boolean {

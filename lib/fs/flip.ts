@@ -154,7 +154,6 @@ export class Flipper {
     const before = this.tree.linkNames()
     this.tree.stage(gen)
     await this.opts.invalidate([gen.name])
-    this.tree.setTmp(undefined)
     this.tree.flip(gen)
     await this.syncedLinks(before, ['..data_tmp'])
   }
@@ -262,11 +261,11 @@ export class Flipper {
     const staged = tree.stagedGeneration
     if (staged) {
       await this.opts.invalidate([staged.name])
-      tree.setTmp(undefined)
-      tree.commit()
+      tree.flip(staged)
+    } else {
+      tree.syncLinks()
+      tree.finishWrite()
     }
-    tree.syncLinks()
-    tree.finishWrite()
     await this.syncedLinks(before, staged ? ['..data_tmp'] : [])
     this.opts.fellBack(`a top-level link change through the VFS failed (${why(e)}); made inside the daemon`)
   }

@@ -1695,25 +1695,30 @@ NAPI_METHOD(fuse_native_mount) {
     synth_init(se);
   }
 
-  // The JS objects the handlers need, held until the session ends (release_ended).
+  // The JS objects the handlers need, held until the session ends (release_ended): before the
+  // pool reads its first request.
   napi_create_reference(env, argv[3], 1, &(ft->ctx));
   NAPI_FOR_EACH(handlers, handler) {
     napi_create_reference(env, handler, 1, &ft->handlers[i]);
   }
 
   ft->se = se;
-  ft->mounted++;
-  if (js_mounts++ == 0) uv_ref((uv_handle_t *) &ended_async);
   memset(&ft->ps, 0, sizeof(ft->ps));
   ft->ps.se = se;
   ft->ps.ended = session_ended;
   ft->next_ended = NULL;
-  int err = pool_add(&ft->ps);
-  if (err != 0) {
+  if (pool_add(&ft->ps) != 0) {
+    // Undone as a failed mount is above, and nothing of it is counted.
+    napi_delete_reference(env, ft->ctx);
+    for (int i = 0; i < (int) handlers_len; i++) napi_delete_reference(env, ft->handlers[i]);
+    ft->se = NULL;
+    if (adopt_fd < 0) fuse_session_unmount(se);
+    fuse_session_destroy(se);
     napi_throw_error(env, "fuse failed", "fuse failed: the pool cannot serve the session");
     return NULL;
   }
-
+  ft->mounted++;
+  if (js_mounts++ == 0) uv_ref((uv_handle_t *) &ended_async);
   return NULL;
 }
 
@@ -1807,9 +1812,8 @@ NAPI_METHOD(fuse_native_session_fd) {
 // then destroys the session (session_ended).
 NAPI_METHOD(fuse_native_unmount) {
   NAPI_ARGV(2)
-  NAPI_ARGV_UTF8(mnt, 1024, 0);
+  // argv[0], the mountpoint, is fuse-native's: the session ends when the kernel's connection does.
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 1);
-  (void) mnt;
   if (ft->mounted > 0 && --js_mounts == 0) uv_unref((uv_handle_t *) &ended_async);
   ft->mounted--;
   return NULL;

@@ -110,12 +110,10 @@ static void serve(pool_session_t *s) {
   int res = fuse_session_receive_buf(s->se, &buf);
   int live = res > 0 || res == -EAGAIN || res == -EINTR;
   if (live) arm(s, EPOLL_CTL_MOD); // after a detach, the descriptor is out of the set: ENOENT
-  if (res > 0) {
-    __atomic_add_fetch(&pool.requests, 1, __ATOMIC_RELAXED);
-    fuse_session_process_buf(s->se, &buf);
-  }
+  if (res > 0) fuse_session_process_buf(s->se, &buf);
 
   pthread_mutex_lock(&pool.mut);
+  if (res > 0) pool.requests++;
   s->inflight--;
   pool.inflight--;
   if (!live) close_locked(s);
@@ -189,7 +187,7 @@ void pool_info(uint32_t out[4]) {
   pthread_mutex_lock(&pool.mut);
   out[0] = pool.workers;
   out[1] = pool.sessions;
+  out[2] = pool.requests;
   out[3] = pool.inflight;
   pthread_mutex_unlock(&pool.mut);
-  out[2] = __atomic_load_n(&pool.requests, __ATOMIC_RELAXED);
 }

@@ -28,9 +28,10 @@ import { CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client
 import { describeError } from '../source/watch.js'
 import type { PodRef } from '../csi/attributes.js'
 import { oneLine, type Say } from '../logline.js'
+import { DRIVER_NAME } from '../csi/endpoint.js'
 
 export const EVENT_REASON = 'FailedVolumeUpdate'
-export const EVENT_COMPONENT = 'csi.dapifs.dev'
+export const EVENT_COMPONENT = DRIVER_NAME
 export const MESSAGE_BYTES = 1024
 const REPEAT_MS = 10 * 60_000
 const PER_POD = 5
@@ -172,6 +173,6 @@ export function podEventsFor(kc: KubeConfig, host: string, say: Say): PodEvents 
   return new PodEvents({
     host, say,
     post: async (namespace, body) => { await core.createNamespacedEvent({ namespace, body }) },
-    describe: (e) => describeError(e, 'create').replace(/; retrying$/, ''),
+    describe: (e) => describeError(e, 'create'),
   })
 }

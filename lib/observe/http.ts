@@ -58,11 +58,11 @@ export class HttpEndpoint {
     this.server.maxConnections = 64
   }
 
-  /** Listens; rejects (InputError) if it cannot. Resolves with the address it listens on. */
+  /** Listens; rejects (InputError, with the system's `code`) if it cannot. Resolves with the address it listens on. */
   listen(at: Endpoint): Promise<{ address: string; port: number }> {
     return new Promise((resolve, reject) => {
       const failed = (e: NodeJS.ErrnoException): void => {
-        reject(new InputError('--http-endpoint', `cannot listen on ${at.host ?? ''}:${at.port}: ${e.code ?? e.message}`))
+        reject(Object.assign(new InputError('--http-endpoint', `cannot listen on ${at.host ?? ''}:${at.port}: ${e.code ?? e.message}`), { code: e.code }))
       }
       this.server.once('error', failed)
       this.server.listen({ port: at.port, ...(at.host ? { host: at.host } : {}) }, () => {

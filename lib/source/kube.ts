@@ -15,7 +15,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode, nodeLabels } from '../volume/allocatable.js'
+import { nodeViewOf } from '../volume/allocatable.js'
 import { readPod, type NodeView, type Pod } from '../volume/pod.js'
 import { InputError } from '../volume/shape.js'
 import { NamedWatch } from './watch.js'
@@ -180,19 +180,7 @@ export class KubeSource {
 
   private nodeChanged(nodeName: string, obj: unknown): void {
     if (nodeName !== this.nodeName) return
-    const node: Partial<NodeView> = {}
-    try {
-      const allocatable = (obj as { status?: { allocatable?: Record<string, unknown> } } | undefined)?.status?.allocatable
-      if (obj !== undefined) node.allocatable = allocatableFromNode(allocatable)
-      else this.sink.problem(`node ${nodeName} not found: unset limits read the fallback allocatable`)
-    } catch (e) {
-      this.sink.problem(`${(e as Error).message} (unset limits read the fallback allocatable)`)
-    }
-    try {
-      if (obj !== undefined) node.labels = nodeLabels(obj)
-    } catch (e) {
-      this.sink.problem(`${(e as Error).message} (the node's labels read empty)`)
-    }
+    const node = nodeViewOf(nodeName, obj, (m) => this.sink.problem(m))
     this.node = node
     this.nodeSettled = true
     this.emit()

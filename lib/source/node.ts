@@ -11,7 +11,7 @@
 
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import createDebug from 'debug'
-import { allocatableFromNode, nodeLabels } from '../volume/allocatable.js'
+import { nodeViewOf } from '../volume/allocatable.js'
 import { asKubeletSeesIt, rfc3339Nano } from '../volume/kubelet-pod.js'
 import { readPod, type NodeView, type Pod } from '../volume/pod.js'
 import { ListWatch, NamedWatch, type WatchObserver } from './watch.js'
@@ -43,7 +43,6 @@ export class NodeSource {
   private readonly listeners = new Set<Listener>()
   private podsListed = false
   private nodeSettled = false
-  private nodeRead = false
   private lastProblem: string | undefined
   /**
    * What is known of the Node: its allocatable and its labels, each missing until known or when
@@ -113,7 +112,7 @@ export class NodeSource {
 
   /** Whether the Node has been read (or found missing) from the API server, once. */
   get nodeSynced(): boolean {
-    return this.nodeRead
+    return this.nodeKey !== undefined // set by the first read
   }
 
   get size(): number {
@@ -207,7 +206,6 @@ export class NodeSource {
   }
 
   private nodeChanged(obj: unknown): void {
-    this.nodeRead = true
     // The Node changes often (status, heartbeats); only its allocatable and labels concern the volumes.
     const n = obj as { status?: { allocatable?: unknown; nodeInfo?: { kubeletVersion?: unknown } }; metadata?: { labels?: unknown } } | undefined
     const version = n?.status?.nodeInfo?.kubeletVersion
@@ -215,19 +213,7 @@ export class NodeSource {
     if (this.nodeSettled && key === this.nodeKey) return
     this.nodeKey = key
     this.kubeletVersion = typeof version === 'string' && version !== '' ? version : undefined
-    const node: Partial<NodeView> = {}
-    try {
-      const allocatable = (obj as { status?: { allocatable?: Record<string, unknown> } } | undefined)?.status?.allocatable
-      if (obj !== undefined) node.allocatable = allocatableFromNode(allocatable)
-      else this.problem(`node ${this.nodeName} not found: unset limits read the fallback allocatable`, undefined)
-    } catch (e) {
-      this.problem(`${(e as Error).message} (unset limits read the fallback allocatable)`, e)
-    }
-    try {
-      if (obj !== undefined) node.labels = nodeLabels(obj)
-    } catch (e) {
-      this.problem(`${(e as Error).message} (the node's labels read empty)`, e)
-    }
+    const node = nodeViewOf(this.nodeName, obj, (m, e) => this.problem(m, e))
     this.node = node
     this.settleNode()
     this.emit(undefined)

@@ -119,7 +119,8 @@ export class ListWatch {
   private fail(message: string, err: unknown, then: () => void): void {
     this.ended()
     this.failing = true
-    this.sink.problem(`${this.target.what}: ${message}`, err)
+    // The watch retries whatever failed; an unreachable server is the case worth saying so for.
+    this.sink.problem(`${this.target.what}: ${message}${unreachable(err) ? '; retrying' : ''}`, err)
     const wait = this.backoff
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS)
     log('%s: retrying in %d ms', this.target.what, wait)
@@ -266,9 +267,14 @@ export function describeError(e: unknown, what: string): string {
           : status >= 500 ? 'server error' : 'request failed'
     return `${what} failed with HTTP ${status} (${meaning})${reason}`
   }
-  const code = typeof err?.code === 'string' ? err.code : err?.errno
-  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT') {
-    return `API server unreachable (${code}); retrying`
-  }
+  const code = unreachable(e)
+  if (code) return `API server unreachable (${code})`
   return `${what} failed: ${String(err?.message ?? e).split('\n')[0]}`
+}
+
+/** The network error's code if the API server could not be reached, else undefined. */
+function unreachable(e: unknown): string | undefined {
+  const err = e as { code?: unknown; errno?: string } | undefined
+  const code = typeof err?.code === 'string' ? err.code : err?.errno
+  return code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT' ? code : undefined
 }

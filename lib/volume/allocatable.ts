@@ -6,6 +6,7 @@
 import os from 'node:os'
 import { qualifiedNameErrors } from './fieldpath.js'
 import { Quantity, parseQuantity } from './quantity.js'
+import type { NodeView } from './pod.js'
 import type { Allocatable } from './resource.js'
 import { InputError, Shape } from './shape.js'
 
@@ -75,4 +76,27 @@ export function parseNodeLabelsFlag(text: string): Map<string, string> {
     labels.set(key, value)
   }
   return labels
+}
+
+/**
+ * What a Node object (or its absence: undefined) tells a volume: its allocatable and its labels,
+ * each left out when it cannot be read, with a line for `problem` saying what stands in.
+ */
+export function nodeViewOf(nodeName: string, obj: unknown, problem: (message: string, e?: unknown) => void): Partial<NodeView> {
+  const node: Partial<NodeView> = {}
+  if (obj === undefined) {
+    problem(`node ${nodeName} not found: unset limits read the fallback allocatable`)
+    return node
+  }
+  try {
+    node.allocatable = allocatableFromNode((obj as { status?: { allocatable?: Record<string, unknown> } }).status?.allocatable)
+  } catch (e) {
+    problem(`${(e as Error).message} (unset limits read the fallback allocatable)`, e)
+  }
+  try {
+    node.labels = nodeLabels(obj)
+  } catch (e) {
+    problem(`${(e as Error).message} (the node's labels read empty)`, e)
+  }
+  return node
 }

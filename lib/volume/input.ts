@@ -7,8 +7,8 @@ import { DEFAULT_VOLUME_BUDGET, VOLUME_BUDGET_KEYS, parseBudgetFlag, type Volume
 import { machineAllocatable, parseAllocatableFlag, parseNodeLabelsFlag } from './allocatable.js'
 import { readsNode } from './extensions.js'
 import { parseSingle } from './manifest.js'
-import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type Pod } from './pod.js'
-import { checkVolume } from './projection.js'
+import { pickVolume, readDownwardAPISource, readPod, type DownwardVolume, type NodeView, type Pod } from './pod.js'
+import { checkVolume, project, type Projection } from './projection.js'
 import type { Allocatable } from './resource.js'
 import { InputError, Shape, isObj } from './shape.js'
 import { parseRelease, type KubeletRelease } from './release.js'
@@ -42,6 +42,19 @@ export interface Settings {
   budget?: VolumeBudget
   /** The kubelet to render as (--kubelet-version); the newest supported when absent. */
   release?: KubeletRelease
+}
+
+/**
+ * The files of the pod's volume as `settings` say, with what is known of its Node; the settings
+ * stand in for what is not (--node-allocatable or this machine's, --node-labels).
+ */
+export function renderVolume(pod: Pod, settings: Settings, node?: Partial<NodeView>): Projection {
+  return project(pod, volumeOf(pod, settings), {
+    node: { allocatable: node?.allocatable ?? settings.allocatable, labels: node?.labels ?? settings.nodeLabels ?? new Map<string, string>() },
+    ...(settings.fsGroup !== undefined ? { fsGroup: settings.fsGroup } : {}),
+    ...(settings.budget ? { budget: settings.budget } : {}),
+    ...(settings.release ? { release: settings.release } : {}),
+  })
 }
 
 export async function readText(file: string, flag: string): Promise<string> {
