@@ -23,6 +23,7 @@
 //
 //   node scripts/bench-csi.mjs            the full run (about 5 minutes)
 //   node scripts/bench-csi.mjs --tiny     a few pods, a few patches: checks that it runs
+//   node scripts/bench-csi.mjs --crashes  only the crashes on an idle node (1.), 10 of them
 // Run as root. `npm run bench` runs it after the read benchmark.
 import { spawn, execFile } from 'node:child_process'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -35,6 +36,7 @@ import { loadCsi } from '../dist/csi/server.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const tiny = process.argv.includes('--tiny')
+const crashesOnly = process.argv.includes('--crashes')
 // Node's flags for the driver, to look into it (DAPIFS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'); none by default: the image runs it with none.
 const NODE_ARGS = (process.env.DAPIFS_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const SIZES = tiny ? [2, 5] : [10, 50, 110, 250]
@@ -143,7 +145,7 @@ async function main() {
     // As the image runs it (Dockerfile: node /app/dist/main.js), on CPU 0.
     const startDriver = async () => {
       const t0 = nowUs()
-      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
+      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
         '--kubeconfig', kubeconfig, '--no-registration', '--kubelet-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
       d.log = ''
       d.t0 = t0
@@ -156,7 +158,10 @@ async function main() {
     }
     const kill = async (d) => {
       d.kill('SIGKILL')
-      await new Promise((resolve) => (d.exitCode !== null || d.signalCode !== null ? resolve() : d.on('exit', resolve)))
+      const exited = await Promise.race([new Promise((resolve) => (d.exitCode !== null || d.signalCode !== null ? resolve(true) : d.on('exit', () => resolve(true)))), sleep(10_000)])
+      // A thread of it left in a request on its own mount that it had read but not answered: the
+      // keeper answers it once the agent is gone (lib/keeper/keeper.c, "An agent gone").
+      if (!exited) throw new Error(`the killed driver (pid ${d.pid}) has not exited after 10 s`)
     }
     driver = await startDriver()
     const { Node } = loadCsi()
@@ -201,6 +206,13 @@ async function main() {
     const idleRoots = lists('idle.txt', [target(idle, 'podinfo')])
     const crashes = []
     for (let i = 0; i < CRASHES; i++) crashes.push(await crash(idleRoots))
+    if (crashesOnly) {
+      const first = crashes.map((c) => c.first)
+      const pctl = (xs) => `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`
+      console.log(`a crash on an idle node (1 volume), ${CRASHES} times, exec to first answer: ${pctl(first)}; to the takeover's start ${pctl(crashes.map((c) => c.recoveredAt - c.recoverMs))}; the takeover ${pctl(crashes.map((c) => c.recoverMs))}`)
+      console.log(`  each: ${first.map((x) => f(x, 0)).join(', ')} ms`)
+      return
+    }
 
     // 2. The node filling up.
     const pods = []
