@@ -1,7 +1,8 @@
 // dapifs-keeper (lib/keeper/keeper.c) on its own: its protocol through the addon's calls
 // (keeperPut, keeperTake, keeperDrop: lib/native/keeper-client), its letting go, and its bad input.
 import t from 'tap'
-import { chmodSync, closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { chmodSync, closeSync, fstatSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { keeperDrop, keeperPut, keeperTake } from '../lib/native/keeper-client.js'
@@ -161,4 +162,54 @@ t.test('out of descriptors, it refuses what it cannot serve and goes on', async 
     } catch { return false }
   }), 'once they are gone, it takes descriptors again')
   t.equal(await ask(k.socket, 'LIST'), 'KEY /mnt/a\nEND\n')
+})
+
+/** A child's stdout so far, and a wait for a line of it. */
+function lines(child: ChildProcess): { out: () => string; line: (text: string) => Promise<boolean> } {
+  let out = ''
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d })
+  return { out: () => out, line: (text) => until(async () => out.split('\n').includes(text)) }
+}
+
+const exited = (child: ChildProcess, ms: number): Promise<boolean> => new Promise((resolve) => {
+  if (child.exitCode !== null || child.signalCode !== null) return resolve(true)
+  const timer = setTimeout(() => resolve(false), ms)
+  child.on('exit', () => { clearTimeout(timer); resolve(true) })
+})
+
+t.test('an agent killed while its own rename waits on its mount ends; a pod\'s read waits for the next agent', async (t) => {
+  const dir = scratch(t)
+  const bin = path.join(dir, 'stuck-agent')
+  const cc = await run('cc', ['-O2', '-Wall', '-pthread', '-o', bin, path.resolve('test/fixtures/stuck-agent.c')])
+  t.equal(cc.code, 0, cc.stderr)
+  const k = await startKeeper(t, path.join(dir, 'keeper.sock'))
+  const mnt = path.join(dir, 'mnt')
+  mkdirSync(mnt)
+  const started: ChildProcess[] = []
+  t.teardown(async () => {
+    for (const c of started) c.kill('SIGKILL')
+    await run('umount', ['-l', mnt])
+  })
+  // Its rename's request read by its worker, and left unanswered; then a pod's stat of the root,
+  // which nobody reads.
+  const agent = spawn(bin, ['hold', mnt, k.socket], { stdio: ['ignore', 'pipe', 'inherit'] })
+  started.push(agent)
+  t.ok(await lines(agent).line('holding RENAME'), 'the agent holds its own rename')
+  const stat = spawn('stat', ['-c', '%f', mnt], { stdio: ['ignore', 'pipe', 'pipe'] })
+  started.push(stat)
+  const statOut = lines(stat)
+  t.notOk(await exited(stat, 300), 'a pod\'s stat waits for an agent')
+
+  agent.kill('SIGKILL')
+  t.ok(await exited(agent, 10_000), 'the killed agent ends: its process does not stay behind, waiting on its own mount')
+  t.ok(await until(async () => k.lines.includes('dapifs-keeper: the agent left: answered 1 of its mounts\' requests EROFS (mutations), left 1 for the next agent')),
+    `the keeper answered its rename, and left the pod's request: ${k.lines.join('; ')}`)
+  t.notOk(await exited(stat, 300), 'the pod\'s stat still waits, not failed')
+
+  const next = spawn(bin, ['serve', k.socket], { stdio: ['ignore', 'pipe', 'inherit'] })
+  started.push(next)
+  t.ok(await lines(next).line('serving'), 'a next agent takes the mount')
+  t.ok(await exited(stat, 10_000), 'the pod\'s stat is answered')
+  t.equal(stat.exitCode, 0, 'and succeeds')
+  t.equal(statOut.out(), '41ed\n', 'with the next agent\'s answer (a directory, 0755)')
 })

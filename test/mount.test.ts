@@ -1,6 +1,6 @@
 // The mount, read as users read it: ls, cat, stat and a C reader in child processes.
 import t from 'tap'
-import { writeFileSync, renameSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs'
 import path from 'node:path'
 import { startDaemon, run, sh, scratchPod, dataTarget, mounted, reader, parseReader, startReader, writePod, cat } from './fixtures/daemon.js'
 
@@ -152,6 +152,13 @@ t.test('a flip: new bytes through labels and ..data; the old generation goes awa
   const names = (await run('ls', ['-a', d.mnt])).stdout.toString().split('\n')
   t.ok(names.includes(after) && !names.includes(before), 'only the new generation is listed')
   t.equal(await cat(path.join(d.mnt, before, 'labels')), 'app="web"', 'the old one still resolves for readers that raced the flip')
+  // The flip's steps ran on threads that hold no descriptor (lib/native/vfs-steps.c): killed while
+  // one waits on this mount, the process can still end.
+  const tasks = readdirSync(`/proc/${d.proc.pid}/task`)
+  const vfs = tasks.filter((tid) => readFileSync(`/proc/${d.proc.pid}/task/${tid}/comm`, 'utf8').trim() === 'dapifs-vfs')
+  t.ok(vfs.length > 0, `the flip's threads are there (${vfs.length})`)
+  t.same(vfs.map((tid) => readdirSync(`/proc/${d.proc.pid}/task/${tid}/fd`).length), vfs.map(() => 0), 'and hold no descriptor')
+  t.ok(readdirSync(`/proc/${d.proc.pid}/fd`).length > 3, 'while the process holds its own')
 
   // a change that touches no file's bytes does not flip
   const quiet = d.lines.length

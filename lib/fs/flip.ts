@@ -47,11 +47,11 @@
 //
 // Flips run one at a time. Requests that arrive meanwhile coalesce: only the latest is flipped to.
 
-import { lchown, rename, symlink, unlink } from 'node:fs/promises'
 import path from 'node:path'
 import createDebug from 'debug'
 import type { Generation } from '../volume/generation.js'
 import type { Tree } from './tree.js'
+import { vfsSteps } from '../native/vfs-steps.js'
 
 const log = createDebug('dapifs:flip')
 
@@ -187,10 +187,10 @@ export class Flipper {
     if (this.linkChown === 'before-rename') await this.chownLinks(gen)
     try {
       await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
-        () => symlink(gen.name, this.at('..data_tmp')))
+        () => vfsSteps.symlink(gen.name, this.at('..data_tmp')))
       const t1 = performance.now()
       await this.step({ op: 'rename', from: '/..data_tmp', to: '/..data' }, () => tree.commit(),
-        () => rename(this.at('..data_tmp'), this.at('..data')))
+        () => vfsSteps.rename(this.at('..data_tmp'), this.at('..data')))
       log('%s: symlink %s ms, rename %s ms', gen.name, (t1 - t0).toFixed(2), (performance.now() - t1).toFixed(2))
     } catch (e) {
       await this.flipInDaemon(gen)
@@ -203,7 +203,7 @@ export class Flipper {
       try {
         for (const name of tree.linkNames()) {
           if (wanted.has(name)) continue
-          await this.step({ op: 'unlink', path: `/${name}` }, () => tree.removeLink(name), () => unlink(this.at(name)))
+          await this.step({ op: 'unlink', path: `/${name}` }, () => tree.removeLink(name), () => vfsSteps.unlink(this.at(name)))
         }
       } catch (e) {
         await this.linksInDaemon(e)
@@ -227,7 +227,7 @@ export class Flipper {
     for (const name of ['..data', ...this.tree.linkNames()].sort()) {
       if (!this.tree.lookup(`/${name}`)) continue
       try {
-        await this.step({ op: 'chown', path: `/${name}`, gid }, () => {}, () => lchown(this.at(name), -1, gid))
+        await this.step({ op: 'chown', path: `/${name}`, gid }, () => {}, () => vfsSteps.chgrp(this.at(name), gid))
       } catch (e) {
         log('lchown %s: %s', name, why(e))
       }
@@ -242,7 +242,7 @@ export class Flipper {
       for (const name of wanted) {
         if (have.includes(name)) continue
         await this.step({ op: 'symlink', target: `..data/${name}`, path: `/${name}` }, () => tree.addLink(name),
-          () => symlink(`..data/${name}`, this.at(name)))
+          () => vfsSteps.symlink(`..data/${name}`, this.at(name)))
       }
       return true
     } catch (e) {

@@ -18,7 +18,8 @@
  *                then "END"; the keeper keeps its own
  *   LIST         "KEY <key>" per descriptor kept, then "END"
  *   AGENT        this connection is a live agent: while none is open (after --abandon-after
- *                seconds), the keeper lets go of every descriptor
+ *                seconds), the keeper lets go of every descriptor; when it closes, the agent
+ *                reads its mounts no more (below, "An agent gone")
  * anything else -> "ERR <why>". Keys are the mounts' target paths.
  *
  * An upgrade with surge (a new agent started while the old one still serves) needs nothing more
@@ -26,6 +27,24 @@
  * one TAKEs only once the old one has stopped reading every mount and said so. A keeper of any
  * release serves that unchanged; two AGENT connections at once (the old agent's, until it
  * exits, and the new one's) are fine.
+ *
+ * An agent gone: the agent makes its flips through its own mounts (lib/fs/flip.ts), so a thread of
+ * it may be waiting for its own RENAME or SYMLINK when it is killed. If one of its workers had
+ * already read that request, the kernel will never end it: the thread waits uninterruptibly,
+ * the killed process cannot finish dying (its threads hold its descriptors, so the connection
+ * is not aborted either), and in a container it is PID 1, so the container never exits and
+ * its restart never comes. So when an agent's AGENT connection closes, no other agent is
+ * connected, and no TAKE came since it connected, the keeper, for each descriptor:
+ *   1. writes FUSE_NOTIFY_RESEND (kernel 6.9 and later; before, it can do nothing): every
+ *      request read but not answered goes back to the kernel's queue;
+ *   2. reads each request waiting, and answers every mutation EROFS, as dapifs answers any
+ *      mutation but its own flip's (lib/fs/mount.ts): the dead agent's thread gets its error
+ *      and the process ends. Every other request (a pod's read) it leaves unanswered; FORGETs
+ *      and INTERRUPTs need no answer;
+ *   3. writes FUSE_NOTIFY_RESEND again: the reads it left go back to the queue, for the next
+ *      agent, which TAKEs and answers them.
+ * A request of the dead agent that is not a mutation (a LOOKUP on the way to its rename, most
+ * often answered from the kernel's cache) still waits for the next agent.
  *
  * Letting go: with no agent, a request the kernel cannot answer from its caches waits. So that
  * it does not wait for ever, the keeper closes its descriptors when no agent has been connected
@@ -56,6 +75,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -63,6 +83,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef FUSE_NOTIFY_RESEND
+#define FUSE_NOTIFY_RESEND 7 /* kernel 6.9+, protocol 7.40 */
+#endif
 #define MAX_KEPT 4096
 #define MAX_CLIENTS 64
 #define LINE 4200
@@ -71,7 +94,7 @@ struct kept { char *key; int fd; };
 /* A reply line waiting to be sent, with its own duplicate of the descriptor it carries (or -1). */
 struct out { char *line; int fd; };
 struct client {
-  int sock; int agent; char buf[LINE]; size_t len; int fds[16]; int nfds;
+  int sock; int agent; unsigned long takes_before; /* takes when it said AGENT */ char buf[LINE]; size_t len; int fds[16]; int nfds;
   struct out *outq; int nout, outcap, outhead; size_t outpos; /* outpos: bytes of outq[outhead] sent */
   int broken;
 };
@@ -83,6 +106,7 @@ static int nclients;
 static double alone_since;
 static int spare = -1; /* held for the moment descriptors run out: see accept_one() */
 static volatile sig_atomic_t stopping; /* the signal that asked it to stop */
+static unsigned long takes; /* TAKEs answered so far */
 
 static void on_stop(int sig) { stopping = sig; }
 
@@ -213,9 +237,10 @@ static void handle(struct client *c, char *line) {
       }
     }
     reply(c, "END\n", -1);
-    if (take) say("handed %d descriptors over", nkept);
+    if (take) { takes++; say("handed %d descriptors over", nkept); }
   } else if (strcmp(line, "AGENT") == 0) {
     c->agent = 1;
+    c->takes_before = takes;
     reply(c, "OK\n", -1);
   } else {
     reply(c, "ERR unknown request (PUT, DROP, TAKE, LIST, AGENT)\n", -1);
@@ -255,6 +280,59 @@ static int receive(struct client *c) {
   }
   c->len += n;
   return handle_lines(c) && c->len < sizeof c->buf - 1;
+}
+
+/* Whether a request changes the filesystem: dapifs answers all of them EROFS, but its own flips. */
+static int mutation(uint32_t opcode) {
+  switch (opcode) {
+  case FUSE_SETATTR: case FUSE_SYMLINK: case FUSE_MKNOD: case FUSE_MKDIR: case FUSE_UNLINK:
+  case FUSE_RMDIR: case FUSE_RENAME: case FUSE_LINK: case FUSE_WRITE: case FUSE_SETXATTR:
+  case FUSE_REMOVEXATTR: case FUSE_CREATE: case FUSE_FALLOCATE: case FUSE_RENAME2:
+  case FUSE_COPY_FILE_RANGE: case FUSE_TMPFILE:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* A request's buffer: the header, and a WRITE of up to the kernel's largest max_write (256 pages).
+ * A connection whose requests could be larger refuses a read into it (EINVAL), and consumes
+ * nothing: then the keeper stops there. */
+#define REQUEST_MAX (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in) + 256 * 4096)
+
+static int resend(int fd) {
+  struct fuse_out_header o = { .len = sizeof o, .error = FUSE_NOTIFY_RESEND, .unique = 0 };
+  return write(fd, &o, sizeof o) == (ssize_t) sizeof o ? 0 : -1;
+}
+
+/* "An agent gone" (above), for one descriptor. Counts what it answered and left. */
+static void answer_left(int fd, char *buf, long *answered, long *left) {
+  if (resend(fd) < 0) return;
+  long read_here = 0;
+  for (int n = 0; n < 100000; n++) {
+    struct pollfd p = { fd, POLLIN, 0 };
+    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
+    ssize_t r = read(fd, buf, REQUEST_MAX);
+    if (r < (ssize_t) sizeof(struct fuse_in_header)) break;
+    struct fuse_in_header h;
+    memcpy(&h, buf, sizeof h);
+    if (h.opcode == FUSE_FORGET || h.opcode == FUSE_BATCH_FORGET || h.opcode == FUSE_INTERRUPT) continue;
+    if (mutation(h.opcode)) {
+      struct fuse_out_header o = { .len = sizeof o, .error = -EROFS, .unique = h.unique };
+      if (write(fd, &o, sizeof o) == (ssize_t) sizeof o) { (*answered)++; continue; }
+    }
+    read_here++;
+  }
+  if (read_here) resend(fd);
+  *left += read_here;
+}
+
+static void answer_left_all(void) {
+  static char *buf;
+  if (!buf && !(buf = malloc(REQUEST_MAX))) return;
+  long answered = 0, left = 0;
+  for (int i = 0; i < nkept; i++) answer_left(kept[i].fd, buf, &answered, &left);
+  if (answered || left) say("the agent left: answered %ld of its mounts' requests EROFS (mutations), left %ld for the next agent", answered, left);
 }
 
 static void hang_up(int i) {
@@ -394,8 +472,12 @@ int main(int argc, char **argv) {
       if (c->nout) ok = !(ev & (POLLERR | POLLHUP | POLLNVAL)) && flush(c) && handle_lines(c);
       else ok = receive(c);
       if (!ok) {
+        int gone = c->agent && c->takes_before == takes;
         if (c->agent) alone_since = now();
         hang_up(i);
+        int others = 0;
+        for (int k = 0; k < nclients; k++) others += clients[k].agent;
+        if (gone && !others) answer_left_all();
       }
     }
     if (p[0].revents & POLLIN) accept_one(lsock);

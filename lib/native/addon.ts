@@ -27,6 +27,7 @@ export interface Native {
   fuse_native_keeper_put(sock: string, key: string, fd: number): void
   fuse_native_keeper_drop(sock: string, key: string): void
   fuse_native_keeper_take(sock: string): Array<{ key: string; fd: number }>
+  fuse_native_vfs_step(op: number, a: string, b: string | undefined, gid: number, cb: (errno: number) => void): void
 }
 
 const dir = path.dirname(createRequire(import.meta.url).resolve('fuse-native/package.json'))

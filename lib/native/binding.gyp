@@ -16,6 +16,7 @@
       "node-table.c",
       "keeper-client.c",
       "pool.c",
+      "vfs-steps.c",
     ],
     "cflags": [
       "-g",

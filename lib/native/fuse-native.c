@@ -65,6 +65,8 @@
 //   and fuse.ts calls the mount's callback at once). fuse_native_session_fd
 //   gives the fd to hand to the keeper, whose client is keeper-client.c.
 // - fuse_native_conn_info(thread): [capable, want, resend] after init.
+// - fuse_native_vfs_step(op, a, b, gid, cb): a flip's symlink, rename, unlink or lchown on the
+//   daemon's own mount, on a thread that holds no descriptor (vfs-steps.c says why).
 // - fuse-native's utimens passed atime as mtime too.
 // The addon exports `dapifs_native`, so that dapifs can tell it from fuse-native's prebuilt one.
 
@@ -96,6 +98,7 @@
 #include <linux/fuse.h>
 
 #include "keeper-client.h"
+#include "vfs-steps.h"
 #include "node-table.h"
 #include "pool.h"
 
@@ -1860,6 +1863,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_detach)
   NAPI_EXPORT_FUNCTION(fuse_native_pool_info)
   keeper_client_export(env, exports);
+  vfs_steps_export(env, exports);
 
   NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_init)

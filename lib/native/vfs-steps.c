@@ -1,0 +1,177 @@
+// The flip's steps through the VFS (lib/fs/flip.ts): symlink, rename, unlink and lchown on the
+// daemon's own mounts, made on threads of their own that hold no descriptor.
+//
+// Why not libuv's pool, which makes Node's fs calls: each step is a request to this very process,
+// and a process cannot finish dying while one of its threads waits in one. Killed after a worker
+// of the pool (lib/native/pool.c) had read the request and before it answered, the kernel never
+// ends it: the calling thread waits uninterruptibly (a FUSE request already read waits out even a
+// SIGKILL). A thread of libuv's pool shares the process's descriptor table, so that one thread
+// would hold every descriptor open: the mounts' /dev/fuse (without a keeper, the connection is
+// then never aborted, and nothing ends the request) and the keeper's AGENT socket (the keeper never
+// learns the agent is gone, and nothing answers it). The process stays, a zombie; in a container it
+// is PID 1, so the container never exits and its restart never comes.
+//
+// These threads unshare their descriptor table at start and close their copy of it. (So they
+// cannot wake Node's loop either, which takes a descriptor: a relay thread that shares the table
+// hands their results to Node's thread.) Killed, the
+// process lets go of everything but the waiting thread: without a keeper the connection ends
+// (the last /dev/fuse descriptor closed) and the request with it; with one, the keeper answers the
+// request (lib/keeper/keeper.c, "An agent gone"). The thread returns, and the process ends.
+//
+// fuse_native_vfs_step(op, a, b, gid, cb): op 0 symlink(a, b) (b links to a), 1 rename(a, b),
+// 2 unlink(a), 3 lchown(a, -1, gid); cb(errno) on Node's thread, 0 when it succeeded. Steps run on
+// VFS_THREADS threads, started at the first call; a flip makes its steps one at a time, and
+// several volumes' flips run at once.
+
+#define _GNU_SOURCE
+#include "vfs-steps.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <napi-macros.h>
+
+#define VFS_THREADS 4
+
+typedef struct vfs_call {
+  int op;
+  char *a;
+  char *b;
+  int gid;
+  int result;
+  napi_ref cb;
+  struct vfs_call *next;
+} vfs_call_t;
+
+static pthread_mutex_t queue_mut = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
+static vfs_call_t *queue_head, *queue_tail;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
+static vfs_call_t *done_head; // under queue_mut too; the relay takes them all at once
+static napi_threadsafe_function done_tsfn;
+static int started;
+static unsigned inflight; // Node's thread only: the tsfn holds the loop while steps are under way
+
+static void *vfs_thread (void *arg) {
+  (void) arg;
+  pthread_setname_np(pthread_self(), "dapifs-vfs");
+  if (unshare(CLONE_FILES) == 0) close_range(0, ~0U, 0);
+  for (;;) {
+    pthread_mutex_lock(&queue_mut);
+    while (queue_head == NULL) pthread_cond_wait(&queue_cond, &queue_mut);
+    vfs_call_t *c = queue_head;
+    queue_head = c->next;
+    if (queue_head == NULL) queue_tail = NULL;
+    pthread_mutex_unlock(&queue_mut);
+    int r;
+    switch (c->op) {
+      case 0: r = symlink(c->a, c->b); break;
+      case 1: r = rename(c->a, c->b); break;
+      case 2: r = unlink(c->a); break;
+      case 3: r = lchown(c->a, (uid_t) -1, (gid_t) c->gid); break;
+      default: r = -1; errno = EINVAL;
+    }
+    c->result = r == 0 ? 0 : errno;
+    pthread_mutex_lock(&queue_mut);
+    c->next = done_head;
+    done_head = c;
+    pthread_cond_signal(&done_cond);
+    pthread_mutex_unlock(&queue_mut);
+  }
+  return NULL;
+}
+
+static void *relay_thread (void *arg) {
+  (void) arg;
+  pthread_setname_np(pthread_self(), "dapifs-vfs-done");
+  for (;;) {
+    pthread_mutex_lock(&queue_mut);
+    while (done_head == NULL) pthread_cond_wait(&done_cond, &queue_mut);
+    vfs_call_t *c = done_head;
+    done_head = NULL;
+    pthread_mutex_unlock(&queue_mut);
+    while (c != NULL) {
+      vfs_call_t *next = c->next;
+      napi_call_threadsafe_function(done_tsfn, c, napi_tsfn_blocking);
+      c = next;
+    }
+  }
+  return NULL;
+}
+
+static void vfs_done (napi_env env, napi_value js_cb, void *context, void *data) {
+  (void) js_cb;
+  (void) context;
+  vfs_call_t *c = (vfs_call_t *) data;
+  if (env != NULL) {
+    napi_value cb, global, argv[1];
+    napi_get_reference_value(env, c->cb, &cb);
+    napi_get_global(env, &global);
+    napi_create_int32(env, c->result, &argv[0]);
+    if (--inflight == 0) napi_unref_threadsafe_function(env, done_tsfn);
+    napi_call_function(env, global, cb, 1, argv, NULL);
+    napi_delete_reference(env, c->cb);
+  }
+  free(c->a);
+  free(c->b);
+  free(c);
+}
+
+static char *string_arg (napi_env env, napi_value v) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *s = malloc(len + 1);
+  if (s) napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+static NAPI_METHOD(fuse_native_vfs_step) {
+  NAPI_ARGV(5)
+  NAPI_ARGV_INT32(op, 0)
+  NAPI_ARGV_INT32(gid, 3)
+  if (!started) {
+    napi_value name;
+    napi_create_string_utf8(env, "dapifs vfs step", NAPI_AUTO_LENGTH, &name);
+    if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, vfs_done, &done_tsfn) != napi_ok) {
+      napi_throw_error(env, NULL, "cannot start the VFS step threads");
+      return NULL;
+    }
+    napi_unref_threadsafe_function(env, done_tsfn);
+    // The relay first, then the steps' threads; without the relay and one of them, nothing.
+    for (int i = 0; i <= VFS_THREADS; i++) {
+      pthread_t t;
+      pthread_attr_t attr;
+      pthread_attr_init(&attr);
+      pthread_attr_setstacksize(&attr, 64 * 1024);
+      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+      int err = pthread_create(&t, &attr, i == 0 ? relay_thread : vfs_thread, NULL);
+      pthread_attr_destroy(&attr);
+      if (err != 0 && i <= 1) {
+        napi_throw_error(env, NULL, "cannot start the VFS step threads");
+        return NULL;
+      }
+    }
+    started = 1;
+  }
+  vfs_call_t *c = calloc(1, sizeof(vfs_call_t));
+  c->op = op;
+  c->gid = gid;
+  c->a = string_arg(env, argv[1]);
+  c->b = string_arg(env, argv[2]);
+  napi_create_reference(env, argv[4], 1, &c->cb);
+  if (inflight++ == 0) napi_ref_threadsafe_function(env, done_tsfn);
+  pthread_mutex_lock(&queue_mut);
+  if (queue_tail) queue_tail->next = c; else queue_head = c;
+  queue_tail = c;
+  pthread_cond_signal(&queue_cond);
+  pthread_mutex_unlock(&queue_mut);
+  return NULL;
+}
+
+void vfs_steps_export (napi_env env, napi_value exports) {
+  NAPI_EXPORT_FUNCTION(fuse_native_vfs_step)
+}
