@@ -20,8 +20,8 @@
 //
 // fuse_native_vfs_step(op, a, b, gid, cb): op 0 symlink(a, b) (b links to a), 1 rename(a, b),
 // 2 unlink(a), 3 lchown(a, -1, gid); cb(errno) on Node's thread, 0 when it succeeded. Steps run on
-// VFS_THREADS threads, started at the first call; a flip makes its steps one at a time, and
-// several volumes' flips run at once.
+// VFS_THREADS threads, started with the addon; a flip makes its steps one at a time, and several
+// volumes' flips run at once.
 
 #define _GNU_SOURCE
 #include "vfs-steps.h"
@@ -129,33 +129,35 @@ static char *string_arg (napi_env env, napi_value v) {
   return s;
 }
 
+// Starts the threads: with the addon, so that a process's number of threads does not change at
+// its first flip (and its descriptor table, copied by each, is small then). 0, or -1.
+static int start (napi_env env) {
+  napi_value name;
+  napi_create_string_utf8(env, "dapifs vfs step", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, vfs_done, &done_tsfn) != napi_ok) return -1;
+  napi_unref_threadsafe_function(env, done_tsfn);
+  // The relay first, then the steps' threads; without the relay and one of them, nothing.
+  for (int i = 0; i <= VFS_THREADS; i++) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int err = pthread_create(&t, &attr, i == 0 ? relay_thread : vfs_thread, NULL);
+    pthread_attr_destroy(&attr);
+    if (err != 0 && i <= 1) return -1; // the threads started wait for nothing, for good
+  }
+  started = 1;
+  return 0;
+}
+
 static NAPI_METHOD(fuse_native_vfs_step) {
   NAPI_ARGV(5)
   NAPI_ARGV_INT32(op, 0)
   NAPI_ARGV_INT32(gid, 3)
   if (!started) {
-    napi_value name;
-    napi_create_string_utf8(env, "dapifs vfs step", NAPI_AUTO_LENGTH, &name);
-    if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, vfs_done, &done_tsfn) != napi_ok) {
-      napi_throw_error(env, NULL, "cannot start the VFS step threads");
-      return NULL;
-    }
-    napi_unref_threadsafe_function(env, done_tsfn);
-    // The relay first, then the steps' threads; without the relay and one of them, nothing.
-    for (int i = 0; i <= VFS_THREADS; i++) {
-      pthread_t t;
-      pthread_attr_t attr;
-      pthread_attr_init(&attr);
-      pthread_attr_setstacksize(&attr, 64 * 1024);
-      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-      int err = pthread_create(&t, &attr, i == 0 ? relay_thread : vfs_thread, NULL);
-      pthread_attr_destroy(&attr);
-      if (err != 0 && i <= 1) {
-        napi_throw_error(env, NULL, "cannot start the VFS step threads");
-        return NULL;
-      }
-    }
-    started = 1;
+    napi_throw_error(env, NULL, "the VFS step threads could not start");
+    return NULL;
   }
   vfs_call_t *c = calloc(1, sizeof(vfs_call_t));
   c->op = op;
@@ -173,5 +175,6 @@ static NAPI_METHOD(fuse_native_vfs_step) {
 }
 
 void vfs_steps_export (napi_env env, napi_value exports) {
+  start(env);
   NAPI_EXPORT_FUNCTION(fuse_native_vfs_step)
 }
