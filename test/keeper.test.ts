@@ -202,7 +202,7 @@ t.test('an agent killed while its own rename waits on its mount ends; a pod\'s r
 
   agent.kill('SIGKILL')
   t.ok(await exited(agent, 10_000), 'the killed agent ends: its process does not stay behind, waiting on its own mount')
-  t.ok(await until(async () => k.lines.includes('dapifs-keeper: the agent left: answered 1 of its mounts\' requests EROFS (mutations), left 1 for the next agent')),
+  t.ok(await until(async () => k.lines.includes('dapifs-keeper: the agent left: answered 1 requests of its own flips (EIO), left 1 for the next agent')),
     `the keeper answered its rename, and left the pod's request: ${k.lines.join('; ')}`)
   t.notOk(await exited(stat, 300), 'the pod\'s stat still waits, not failed')
 

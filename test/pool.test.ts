@@ -166,6 +166,42 @@ async function main(): Promise<void> {
       t.equal(fuseFds(d.pid), kept.length, 'one /dev/fuse descriptor per mount in the new agent')
     })
 
+    // A kill in the middle of flips: a step of the agent's own may be waiting on its mount, its
+    // request read by its own worker (lib/native/vfs-steps.c, keeper.c "An agent gone"). Each
+    // killed agent must end, as a container's restart waits for it to.
+    await t.test('SIGKILLs while pods flip: each killed agent ends, the next takes over, no read fails', async (t) => {
+      const keptCats = cats.filter((v) => kept.includes(v))
+      const KILLS = 5
+      const reads = readAll(bin, kept, keptCats, 4 * KILLS)
+      let rev = 1000
+      for (let i = 0; i < KILLS; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        for (const pod of flipping) {
+          const l = labels.get(pod)!
+          l.rev = String(rev++)
+          seen.get(pod)!.add(format(l))
+          void patchLabels(k, pod, { rev: l.rev })
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20 + i * 15)) // the flips under way
+        const pid = d.pid
+        const exit = d.stop('SIGKILL')
+        const within = (ms: number): Promise<boolean> => Promise.race([exit.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms))])
+        if (await within(10_000)) {
+          d = await newDriver()
+          continue
+        }
+        // Left waiting on its own mount behind a pod's request that only an agent can answer
+        // (native-notes, "A kill while the daemon waits on its own mount"): the next agent answers it.
+        const threads = readdirSync(`/proc/${pid}/task`).map((tid) => `${readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()} in ${readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8')}`)
+        t.comment(`killed agent ${i + 1} (pid ${pid}) still waits: ${threads.join(', ')}; starting the next one beside it`)
+        d = await newDriver()
+        t.ok(await within(10_000), `killed agent ${i + 1} ends once the next one serves`)
+      }
+      checkReads(t, await reads, () => true, contentsOf)
+      t.equal(fuseFds(d.pid), kept.length, 'one /dev/fuse descriptor per mount in the last agent')
+      t.comment(`the keeper: ${keeper.lines.filter((l) => l.includes('the agent left')).join('; ') || 'no step of a killed agent was left waiting'}`)
+    })
+
     await t.test('every mount unpublished: no connection left', async (t) => {
       for (const v of kept) t.ok((await d.call('Node/NodeUnpublishVolume', { volume_id: v.volumeId, target_path: v.target }, 30_000)).ok, `unpublished ${v.target}`)
       t.ok(await until(async () => fuseFds(d.pid) === 0), `no /dev/fuse descriptor left: ${fuseFds(d.pid)}`)

@@ -37,14 +37,16 @@
  * connected, and no TAKE came since it connected, the keeper, for each descriptor:
  *   1. writes FUSE_NOTIFY_RESEND (kernel 6.9 and later; before, it can do nothing): every
  *      request read but not answered goes back to the kernel's queue;
- *   2. reads each request waiting, and answers every mutation EROFS, as dapifs answers any
- *      mutation but its own flip's (lib/fs/mount.ts): the dead agent's thread gets its error
- *      and the process ends. Every other request (a pod's read) it leaves unanswered; FORGETs
- *      and INTERRUPTs need no answer;
+ *   2. reads each request waiting, and answers EIO those of the agent's flip steps, which it
+ *      knows by their gid (STEP_GID: lib/native/vfs-steps.c): the rename itself, or the
+ *      GETATTR or LOOKUP on the way to it. The dead agent's thread gets its error, and the
+ *      process ends. Every other request (a pod's read) it leaves unanswered; FORGETs and
+ *      INTERRUPTs need no answer;
  *   3. writes FUSE_NOTIFY_RESEND again: the reads it left go back to the queue, for the next
  *      agent, which TAKEs and answers them.
- * A request of the dead agent that is not a mutation (a LOOKUP on the way to its rename, most
- * often answered from the kernel's cache) still waits for the next agent.
+ * For that, the agent makes its steps on threads that hold no descriptor (vfs-steps.c): one
+ * that shared the process's would keep the AGENT connection open, and the keeper would never
+ * know.
  *
  * Letting go: with no agent, a request the kernel cannot answer from its caches waits. So that
  * it does not wait for ever, the keeper closes its descriptors when no agent has been connected
@@ -282,18 +284,8 @@ static int receive(struct client *c) {
   return handle_lines(c) && c->len < sizeof c->buf - 1;
 }
 
-/* Whether a request changes the filesystem: dapifs answers all of them EROFS, but its own flips. */
-static int mutation(uint32_t opcode) {
-  switch (opcode) {
-  case FUSE_SETATTR: case FUSE_SYMLINK: case FUSE_MKNOD: case FUSE_MKDIR: case FUSE_UNLINK:
-  case FUSE_RMDIR: case FUSE_RENAME: case FUSE_LINK: case FUSE_WRITE: case FUSE_SETXATTR:
-  case FUSE_REMOVEXATTR: case FUSE_CREATE: case FUSE_FALLOCATE: case FUSE_RENAME2:
-  case FUSE_COPY_FILE_RANGE: case FUSE_TMPFILE:
-    return 1;
-  default:
-    return 0;
-  }
-}
+/* The filesystem gid of the agent's flip steps (VFS_STEP_GID in lib/native/vfs-steps.h). */
+#define STEP_GID 4294967294u
 
 /* A request's buffer: the header, and a WRITE of up to the kernel's largest max_write (256 pages).
  * A connection whose requests could be larger refuses a read into it (EINVAL), and consumes
@@ -317,8 +309,8 @@ static void answer_left(int fd, char *buf, long *answered, long *left) {
     struct fuse_in_header h;
     memcpy(&h, buf, sizeof h);
     if (h.opcode == FUSE_FORGET || h.opcode == FUSE_BATCH_FORGET || h.opcode == FUSE_INTERRUPT) continue;
-    if (mutation(h.opcode)) {
-      struct fuse_out_header o = { .len = sizeof o, .error = -EROFS, .unique = h.unique };
+    if (h.gid == STEP_GID) {
+      struct fuse_out_header o = { .len = sizeof o, .error = -EIO, .unique = h.unique };
       if (write(fd, &o, sizeof o) == (ssize_t) sizeof o) { (*answered)++; continue; }
     }
     read_here++;
@@ -332,7 +324,7 @@ static void answer_left_all(void) {
   if (!buf && !(buf = malloc(REQUEST_MAX))) return;
   long answered = 0, left = 0;
   for (int i = 0; i < nkept; i++) answer_left(kept[i].fd, buf, &answered, &left);
-  if (answered || left) say("the agent left: answered %ld of its mounts' requests EROFS (mutations), left %ld for the next agent", answered, left);
+  if (answered || left) say("the agent left: answered %ld requests of its own flips (EIO), left %ld for the next agent", answered, left);
 }
 
 static void hang_up(int i) {

@@ -13,10 +13,18 @@
 //
 // These threads unshare their descriptor table at start and close their copy of it. (So they
 // cannot wake Node's loop either, which takes a descriptor: a relay thread that shares the table
-// hands their results to Node's thread.) Killed, the
-// process lets go of everything but the waiting thread: without a keeper the connection ends
-// (the last /dev/fuse descriptor closed) and the request with it; with one, the keeper answers the
-// request (lib/keeper/keeper.c, "An agent gone"). The thread returns, and the process ends.
+// hands their results to Node's thread.) Killed, the process lets go of everything but the
+// waiting thread: without a keeper the connection ends (the last /dev/fuse descriptor closed)
+// and the request with it; with one, the keeper answers the request (lib/keeper/keeper.c, "An
+// agent gone"). The thread returns, and the process ends.
+//
+// The keeper knows these threads' requests by their group: each thread takes VFS_STEP_GID as its
+// filesystem gid (setfsgid: this thread's alone), which every FUSE request carries. Not their pid:
+// the kernel gives a request the caller's pid in the namespace of whoever mounted, and an agent
+// that took a mount over from one in another container is 0 there, as the pods' readers are. As
+// root the group grants nothing (its capabilities decide), and the tree gives links their own
+// owner, whatever the caller's. A pod could take that gid too, to no avail: what it gets is an
+// answer of EIO to its own requests made while no agent runs.
 //
 // fuse_native_vfs_step(op, a, b, gid, cb): op 0 symlink(a, b) (b links to a), 1 rename(a, b),
 // 2 unlink(a), 3 lchown(a, -1, gid); cb(errno) on Node's thread, 0 when it succeeded. Steps run on
@@ -31,6 +39,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <unistd.h>
 
 #include <napi-macros.h>
@@ -60,6 +69,7 @@ static void *vfs_thread (void *arg) {
   (void) arg;
   pthread_setname_np(pthread_self(), "dapifs-vfs");
   if (unshare(CLONE_FILES) == 0) close_range(0, ~0U, 0);
+  setfsgid(VFS_STEP_GID);
   for (;;) {
     pthread_mutex_lock(&queue_mut);
     while (queue_head == NULL) pthread_cond_wait(&queue_cond, &queue_mut);
