@@ -159,9 +159,9 @@ async function main() {
     const kill = async (d) => {
       d.kill('SIGKILL')
       const exited = await Promise.race([new Promise((resolve) => (d.exitCode !== null || d.signalCode !== null ? resolve(true) : d.on('exit', () => resolve(true)))), sleep(10_000)])
-      // A thread of it left in a request on its own mount that it had read but not answered: the
-      // keeper answers it once the agent is gone (lib/keeper/keeper.c, "An agent gone").
-      if (!exited) throw new Error(`the killed driver (pid ${d.pid}) has not exited after 10 s`)
+      // Left waiting on its own mount behind a request only an agent answers (native-notes, "A
+      // kill while the daemon waits on its own mount"): the next agent answers it, and it ends.
+      if (!exited) console.error(`the killed driver (pid ${d.pid}) has not exited after 10 s: starting the next one beside it`)
     }
     driver = await startDriver()
     const { Node } = loadCsi()
