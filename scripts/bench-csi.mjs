@@ -25,7 +25,9 @@
 //   node scripts/bench-csi.mjs --tiny     a few pods, a few patches: checks that it runs
 //   node scripts/bench-csi.mjs --crashes  only the crashes on an idle node (1.), 10 of them
 //   node scripts/bench-csi.mjs --takeovers  only the takeovers (5.), 5 of them: the node filled with
-//                                         the same 1,002 volumes, without the measurements on the way
+//                                         the same 1,002 volumes, without the measurements on the way;
+//                                         with DAPIFS_BENCH_AGAINST=OTHER/dist/main.js, 10 of them, taken
+//                                         in turn by that driver and this one: a change, before and after
 // Run as root. `npm run bench` runs it after the read benchmark.
 import { spawn, execFile } from 'node:child_process'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -47,7 +49,9 @@ const PER_POD = 4
 const PATCHES = tiny ? 3 : 40
 const CRASHES = tiny ? 2 : 10
 const NODE_CHANGES = tiny ? 1 : 3
-const TAKEOVERS = tiny ? 1 : takeoversOnly ? 5 : 3
+// A driver to compare with, in the same run (--takeovers): its takeovers alternate with this one's.
+const AGAINST = takeoversOnly ? process.env.DAPIFS_BENCH_AGAINST : undefined
+const TAKEOVERS = tiny ? 1 : takeoversOnly ? (AGAINST ? 10 : 5) : 3
 const NODE = 'bench-node'
 const NS = 'bench'
 const ZONE = 'topology.kubernetes.io/zone'
@@ -146,9 +150,9 @@ async function main() {
     keeper = spawn(path.join(ROOT, 'dist', 'dapifs-keeper'), ['--socket', path.join(pluginDir, 'keeper.sock')], { stdio: ['ignore', 'ignore', 'ignore'] })
     await sleep(200)
     // As the image runs it (Dockerfile: node /app/dist/main.js), on CPU 0.
-    const startDriver = async () => {
+    const startDriver = async (main = process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js')) => {
       const t0 = nowUs()
-      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
+      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, main, 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
         '--kubeconfig', kubeconfig, '--no-registration', '--kubelet-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
       d.log = ''
       d.t0 = t0
@@ -191,11 +195,11 @@ async function main() {
     }
     const lists = (name, paths) => { const file = path.join(dir, name); writeFileSync(file, paths.join('\n') + '\n'); return file }
     /** A SIGKILL of the agent, a listing of each volume left waiting, a new agent: exec -> answers. */
-    const crash = async (roots) => {
+    const crash = async (roots, main) => {
       await kill(driver)
       const answers = reader(['answers', '60', roots], 90_000)
       await sleep(tiny ? 300 : 800) // every listing is waiting for the agent
-      driver = await startDriver()
+      driver = await startDriver(main)
       const r = await answers
       const m = /answered (\d+) of (\d+) errors (\d+) first_us (\d+) last_us (\d+)/.exec(r.stdout)
       if (!m || m[1] !== m[2] || m[3] !== '0') throw new Error(`listings across the takeover: ${r.stdout}${r.stderr}`)
@@ -267,26 +271,33 @@ async function main() {
       client.close()
       const allRoots = lists('roots.txt', [...volumes, target(idle, 'podinfo'), target(quiet, 'podinfo')])
       const takeovers = []
+      const against = []
       for (let i = 0; i < TAKEOVERS; i++) {
-        takeovers.push(await crash(allRoots))
+        if (AGAINST && i % 2 === 0) against.push(await crash(allRoots, AGAINST))
+        else takeovers.push(await crash(allRoots))
         await sleep(2000) // the new agent follows the node's pods again
       }
       const afterTakeover = procStatus(driver.pid)
       if (takeoversOnly) {
+        if (AGAINST) {
+          console.log(`\n${AGAINST}, in turn with this one:`)
+          printTakeovers(against, afterTakeover, 'against')
+          console.log(`\nthis one (${process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js')}):`)
+        }
         printTakeovers(takeovers, afterTakeover)
         console.log('\ntarget')
         targetOfTakeovers(takeovers)
       }
       return { takeovers, afterTakeover }
     }
-    const printTakeovers = (takeovers, afterTakeover) => {
-      console.log(`\na takeover of all ${mounted} volumes, ${TAKEOVERS} times: SIGKILL, a listing of each left waiting, then a new agent; from its exec`)
+    const printTakeovers = (takeovers, afterTakeover, against) => {
+      console.log(`\na takeover of all ${mounted} volumes, ${takeovers.length} times: SIGKILL, a listing of each left waiting, then a new agent; from its exec`)
       console.log(`  to the first answer                                         ${ms(takeovers.map((c) => c.first))}`)
       console.log(`  to the last (every volume answering again)                  ${ms(takeovers.map((c) => c.last))}`)
       console.log(`  of which: to the takeover's start                           ${ms(takeovers.map((c) => c.recoveredAt - c.recoverMs))}`)
       console.log(`            the takeover                                      ${ms(takeovers.map((c) => c.recoverMs))}`)
       if (takeoversOnly) console.log(`  each, exec to the last answer: ${takeovers.map((c) => f(c.last, 0)).join(', ')} ms`)
-      console.log(`  the new agent after it: ${f(afterTakeover.rssKb / 1024)} MB, ${afterTakeover.threads} threads`)
+      if (!against) console.log(`  the new agent after it: ${f(afterTakeover.rssKb / 1024)} MB, ${afterTakeover.threads} threads`)
     }
     const targetOfTakeovers = (takeovers) => target_(takeovers.every((c) => c.last < 1000),
       `a takeover of all ${mounted} volumes after a SIGKILL, exec to every volume answering, under 1 s: ${takeovers.map((c) => `${f(c.last, 0)} ms`).join(', ')}`)
