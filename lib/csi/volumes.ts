@@ -57,6 +57,7 @@ import { checkGeneration, type Generation } from '../volume/generation.js'
 import type { Projection } from '../volume/projection.js'
 import { ITEMS_WHERE, checkVolumeContext, readVolumeContext, volumeNameOf, volumeRequest, type PodRef, type VolumeRequest } from './attributes.js'
 import { AttributeParser } from './parser.js'
+import { lowerOtherThreads } from './foreground.js'
 import type { Keeper } from './keeper.js'
 import type { VolumeRecord, VolumeStore } from './state.js'
 import { sayAll, type LineFields, type Say } from '../logline.js'
@@ -384,6 +385,22 @@ export class Volumes {
   async recover(): Promise<void> {
     const { store, keeper } = this.opts
     if (!store) return
+    // Until every volume answers, the process's other threads wait (foreground.ts).
+    const putBack = lowerOtherThreads()
+    let held: Map<string, number>
+    try {
+      held = await this.takeOverAll(store, keeper)
+    } finally {
+      putBack()
+    }
+    for (const [target, fd] of held) {
+      this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`, { level: 'warning', target })
+      await this.forget(target, fd)
+    }
+  }
+
+  /** Takes over each recorded volume the keeper has a connection of; the connections left, without a record. */
+  private async takeOverAll(store: VolumeStore, keeper: Keeper | undefined): Promise<Map<string, number>> {
     const t0 = performance.now()
     const records = await store.load((file, why) => this.opts.say(`${file}: not a volume record (${why}); ignored`, { level: 'warning' }))
     const t1 = performance.now()
@@ -444,10 +461,7 @@ export class Volumes {
       sayAll(this.opts.say, [...told, [took]])
       log('recover: records %d ms, connections %d ms, takeovers %d ms, waiting readers %d ms, lines %d ms', ...[t1 - t0, t2 - t1, t3 - t2, t4 - t3, performance.now() - t4].map(Math.round))
     }
-    for (const [target, fd] of held) {
-      this.opts.say(`${target}: the keeper held a connection without a record; unmounting it`, { level: 'warning', target })
-      await this.forget(target, fd)
-    }
+    return held
   }
 
   /** Lets go of a volume that cannot be served: its kept connection, its record, its mount. */
