@@ -233,17 +233,20 @@ function inlineFile(f: unknown): ProjectedFile {
 function storedFile(f: unknown, blobs: string, read: Map<string, Buffer>): ProjectedFile {
   const o = fileFields(f)
   if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256) || typeof o.size !== 'number') throw new Error(`file ${JSON.stringify(o.path)}: no hash`)
+  if (!Number.isSafeInteger(o.size) || o.size < 0) throw new Error(`file ${JSON.stringify(o.path)}: no size`)
+  const wrongSize = (): Error => new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its size`)
   let data = read.get(o.sha256)
   if (data === undefined) {
-    if (!Number.isSafeInteger(o.size) || o.size < 0) throw new Error(`file ${JSON.stringify(o.path)}: no size`)
     try {
       data = readSized(path.join(blobs, o.sha256), o.size)
     } catch (e) {
       throw new Error(`file ${JSON.stringify(o.path)}: its bytes are missing (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
     }
+    // Every byte is checked: a blob of the right size and other bytes is refused, not served.
+    if (data.length !== o.size) throw wrongSize()
     if (sha256(data) !== o.sha256) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its hash`)
     read.set(o.sha256, data)
   }
-  if (data.length !== o.size) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its size`)
+  if (data.length !== o.size) throw wrongSize()
   return { path: o.path, mode: o.mode, data }
 }
