@@ -11,11 +11,11 @@
 // to the lowest priority (nice 19) until it is done, and then back to their own. On a node with
 // idle CPUs this changes nothing: they run beside it as before.
 //
-// Only as root: lowering a thread's priority is allowed to anyone, but only root may raise it
-// back (without CAP_SYS_NICE, they would stay low for good). Linux only: elsewhere a thread's id
-// is not what setpriority(2) takes.
+// Only with CAP_SYS_NICE (the agent's privileged container has it): lowering a thread's priority
+// is allowed to anyone, but raising it back needs that capability, without which they would stay
+// low for good. Linux only: elsewhere a thread's id is not what setpriority(2) takes.
 
-import { readdirSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 
 /**
@@ -23,9 +23,10 @@ import os from 'node:os'
  * thread that is gone meanwhile, or refuses, is left alone.
  */
 export function lowerOtherThreads(): () => void {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) return () => {}
+  if (process.platform !== 'linux') return () => {}
   let tids: number[]
   try {
+    if (!mayRaise()) return () => {}
     tids = readdirSync('/proc/self/task').map(Number).filter((tid) => tid !== process.pid)
   } catch {
     return () => {}
@@ -49,4 +50,12 @@ export function lowerOtherThreads(): () => void {
       }
     }
   }
+}
+
+const CAP_SYS_NICE = 23n
+
+/** Whether this process may raise a thread's priority back: CAP_SYS_NICE in its effective set. */
+function mayRaise(): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> CAP_SYS_NICE) & 1n) === 1n
 }
