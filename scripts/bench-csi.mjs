@@ -24,6 +24,10 @@
 //   node scripts/bench-csi.mjs            the full run (about 5 minutes)
 //   node scripts/bench-csi.mjs --tiny     a few pods, a few patches: checks that it runs
 //   node scripts/bench-csi.mjs --crashes  only the crashes on an idle node (1.), 10 of them
+//   node scripts/bench-csi.mjs --takeovers  only the takeovers (5.), 5 of them: the node filled with
+//                                         the same 1,002 volumes, without the measurements on the way;
+//                                         with DAPIFS_BENCH_AGAINST=OTHER/dist/main.js, 10 of them, taken
+//                                         in turn by that driver and this one: a change, before and after
 // Run as root. `npm run bench` runs it after the read benchmark.
 import { spawn, execFile } from 'node:child_process'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -37,6 +41,7 @@ import { loadCsi } from '../dist/csi/server.js'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const tiny = process.argv.includes('--tiny')
 const crashesOnly = process.argv.includes('--crashes')
+const takeoversOnly = process.argv.includes('--takeovers')
 // Node's flags for the driver, to look into it (DAPIFS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'); none by default: the image runs it with none.
 const NODE_ARGS = (process.env.DAPIFS_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const SIZES = tiny ? [2, 5] : [10, 50, 110, 250]
@@ -44,7 +49,9 @@ const PER_POD = 4
 const PATCHES = tiny ? 3 : 40
 const CRASHES = tiny ? 2 : 10
 const NODE_CHANGES = tiny ? 1 : 3
-const TAKEOVERS = tiny ? 1 : 3
+// A driver to compare with, in the same run (--takeovers): its takeovers alternate with this one's.
+const AGAINST = takeoversOnly ? process.env.DAPIFS_BENCH_AGAINST : undefined
+const TAKEOVERS = tiny ? 1 : takeoversOnly ? (AGAINST ? 10 : 5) : 3
 const NODE = 'bench-node'
 const NS = 'bench'
 const ZONE = 'topology.kubernetes.io/zone'
@@ -143,9 +150,9 @@ async function main() {
     keeper = spawn(path.join(ROOT, 'dist', 'dapifs-keeper'), ['--socket', path.join(pluginDir, 'keeper.sock')], { stdio: ['ignore', 'ignore', 'ignore'] })
     await sleep(200)
     // As the image runs it (Dockerfile: node /app/dist/main.js), on CPU 0.
-    const startDriver = async () => {
+    const startDriver = async (main = process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js')) => {
       const t0 = nowUs()
-      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js'), 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
+      const d = spawn('taskset', ['-c', '0', process.execPath, ...NODE_ARGS, main, 'csi', '--endpoint', `unix://${socket}`, '--node-name', NODE,
         '--kubeconfig', kubeconfig, '--no-registration', '--kubelet-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
       d.log = ''
       d.t0 = t0
@@ -188,11 +195,11 @@ async function main() {
     }
     const lists = (name, paths) => { const file = path.join(dir, name); writeFileSync(file, paths.join('\n') + '\n'); return file }
     /** A SIGKILL of the agent, a listing of each volume left waiting, a new agent: exec -> answers. */
-    const crash = async (roots) => {
+    const crash = async (roots, main) => {
       await kill(driver)
       const answers = reader(['answers', '60', roots], 90_000)
       await sleep(tiny ? 300 : 800) // every listing is waiting for the agent
-      driver = await startDriver()
+      driver = await startDriver(main)
       const r = await answers
       const m = /answered (\d+) of (\d+) errors (\d+) first_us (\d+) last_us (\d+)/.exec(r.stdout)
       if (!m || m[1] !== m[2] || m[3] !== '0') throw new Error(`listings across the takeover: ${r.stdout}${r.stderr}`)
@@ -205,7 +212,7 @@ async function main() {
     await publish(idle, 'podinfo')
     const idleRoots = lists('idle.txt', [target(idle, 'podinfo')])
     const crashes = []
-    for (let i = 0; i < CRASHES; i++) crashes.push(await crash(idleRoots))
+    for (let i = 0; i < (takeoversOnly ? 0 : CRASHES); i++) crashes.push(await crash(idleRoots))
     if (crashesOnly) {
       const first = crashes.map((c) => c.first)
       const pctl = (xs) => `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`
@@ -218,7 +225,7 @@ async function main() {
     const pods = []
     const rows = []
     let prev = { volumes: 1, rssKb: procStatus(driver.pid).rssKb }
-    for (const size of SIZES) {
+    for (const size of takeoversOnly ? SIZES.slice(-1) : SIZES) {
       // Pods first (as the scheduler would have placed them), then their volumes, one at a time as
       // the kubelet's pod workers would publish them.
       const publishMs = []
@@ -227,6 +234,7 @@ async function main() {
         pods.push(pod)
         for (let v = 0; v < PER_POD; v++) publishMs.push(await publish(pod, `v${v}`))
       }
+      if (takeoversOnly) break // the node filled: nothing measured on the way
       await sleep(1000)
       const st = procStatus(driver.pid)
       const w = await watchers()
@@ -255,10 +263,52 @@ async function main() {
       prev = { volumes, rssKb: st.rssKb }
     }
     const volumes = pods.flatMap((p) => Array.from({ length: PER_POD }, (_, v) => target(p, `v${v}`)))
+    const mounted = volumes.length + 2 // and the idle pod's, and the quiet pod's
+    const ms = (xs) => (xs.some((x) => !Number.isFinite(x)) ? '-' : `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`)
+    const target_ = (ok, text) => console.log(`  ${ok ? 'met   ' : 'MISSED'} ${text}`)
+    /** 5. Takeovers of every volume (the quiet pod's too); with --takeovers, printed here. */
+    const takeoversOf = async (quiet) => {
+      client.close()
+      const allRoots = lists('roots.txt', [...volumes, target(idle, 'podinfo'), target(quiet, 'podinfo')])
+      const takeovers = []
+      const against = []
+      for (let i = 0; i < TAKEOVERS; i++) {
+        if (AGAINST && i % 2 === 0) against.push(await crash(allRoots, AGAINST))
+        else takeovers.push(await crash(allRoots))
+        await sleep(2000) // the new agent follows the node's pods again
+      }
+      const afterTakeover = procStatus(driver.pid)
+      if (takeoversOnly) {
+        if (AGAINST) {
+          console.log(`\n${AGAINST}, in turn with this one:`)
+          printTakeovers(against, afterTakeover, 'against')
+          console.log(`\nthis one (${process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js')}):`)
+        }
+        printTakeovers(takeovers, afterTakeover)
+        console.log('\ntarget')
+        targetOfTakeovers(takeovers)
+      }
+      return { takeovers, afterTakeover }
+    }
+    const printTakeovers = (takeovers, afterTakeover, against) => {
+      console.log(`\na takeover of all ${mounted} volumes, ${takeovers.length} times: SIGKILL, a listing of each left waiting, then a new agent; from its exec`)
+      console.log(`  to the first answer                                         ${ms(takeovers.map((c) => c.first))}`)
+      console.log(`  to the last (every volume answering again)                  ${ms(takeovers.map((c) => c.last))}`)
+      console.log(`  of which: to the takeover's start                           ${ms(takeovers.map((c) => c.recoveredAt - c.recoverMs))}`)
+      console.log(`            the takeover                                      ${ms(takeovers.map((c) => c.recoverMs))}`)
+      if (takeoversOnly) console.log(`  each, exec to the last answer: ${takeovers.map((c) => f(c.last, 0)).join(', ')} ms`)
+      if (!against) console.log(`  the new agent after it: ${f(afterTakeover.rssKb / 1024)} MB, ${afterTakeover.threads} threads`)
+    }
+    const targetOfTakeovers = (takeovers) => target_(takeovers.every((c) => c.last < 1000),
+      `a takeover of all ${mounted} volumes after a SIGKILL, exec to every volume answering, under 1 s: ${takeovers.map((c) => `${f(c.last, 0)} ms`).join(', ')}`)
 
     // 3. A change of the Node, at full size, beside a listing loop of a pod that reads none of it.
     const quiet = await createPod('quiet')
     await publish(quiet, 'podinfo', QUIET_ITEMS)
+    if (takeoversOnly) {
+      await takeoversOf(quiet)
+      return
+    }
     const SECONDS = tiny ? 2 : 4
     const listing = (seconds = SECONDS) => reader(['ls', target(quiet, 'podinfo'), '1', String(seconds)])
     const parse = (out) => { const m = /ops (\d+) errors (\d+) .*p99_ns (\d+) max_ns (\d+)/.exec(out.toString()); return { ops: Number(m[1]), errors: Number(m[2]), p99: Number(m[3]) / 1e6, max: Number(m[4]) / 1e6 } }
@@ -297,19 +347,10 @@ async function main() {
     }
     const beside = parse((await besideRun).stdout)
     await call('NodeUnpublishVolume', { volume_id: `csi-${heavy.metadata.uid}-largest`, target_path: target(heavy, 'largest') })
-    client.close()
 
-    // 5. Takeovers of every volume.
-    const allRoots = lists('roots.txt', [...volumes, target(idle, 'podinfo'), target(quiet, 'podinfo')])
-    const takeovers = []
-    for (let i = 0; i < TAKEOVERS; i++) {
-      takeovers.push(await crash(allRoots))
-      await sleep(2000) // the new agent follows the node's pods again
-    }
-    const afterTakeover = procStatus(driver.pid)
+    const { takeovers, afterTakeover } = await takeoversOf(quiet)
 
     const last = rows.at(-1)
-    const mounted = volumes.length + 2 // and the idle pod's, and the quiet pod's
     console.log(`\nCSI driver at node scale: ${SIZES.join(', ')} pods on one node, ${PER_POD} volumes each (${ITEMS.split('- path').length - 1} items, one a label of the Node), and one more pod; ` +
       `the driver as its image runs it (node dist/main.js csi) on CPU 0, with its keeper; it started at ${f(startRss.rssKb / 1024)} MB, ${startRss.threads} threads; ` +
       `patch = JSON patch accepted -> new labels readable in all ${PER_POD} of that pod's volumes (${PATCHES} per size, the C reader polling every 100 µs, on CPU 1)\n`)
@@ -321,7 +362,6 @@ async function main() {
       console.log(line([r.size, r.volumes, `${f(r.rssMb)} MB`, `${f(r.perVolumeKb, 0)} KB`, r.threads, `${r.pw}, ${r.nw}`,
         `${f(r.pub50)} / ${f(r.pub99)} / ${f(r.pubMax)} ms`, `${f(r.lat50)} / ${f(r.lat99)} / ${f(r.latMax)} ms`]))
     }
-    const ms = (xs) => (xs.some((x) => !Number.isFinite(x)) ? '-' : `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`)
     const crashFirst = crashes.map((c) => c.first)
     console.log(`\na crash on an idle node (1 volume), ${CRASHES} times: SIGKILL, then a new agent; from its exec`)
     console.log(`  to its first answered request                               ${ms(crashFirst)}`)
@@ -335,21 +375,15 @@ async function main() {
     console.log(`  alone                                                        ${alone.ops} listings, ${alone.errors} failed, p99 ${f(alone.p99, 2)} ms, longest ${f(alone.max, 2)} ms`)
     console.log(`  while another pod publishes the largest volume the budgets    ${beside.ops} listings, ${beside.errors} failed, p99 ${f(beside.p99, 2)} ms, longest ${f(beside.max, 2)} ms`)
     console.log(`  allow (1,000 items, 2 MB) and changes it ${updates} times`)
-    console.log(`\na takeover of all ${mounted} volumes, ${TAKEOVERS} times: SIGKILL, a listing of each left waiting, then a new agent; from its exec`)
-    console.log(`  to the first answer                                         ${ms(takeovers.map((c) => c.first))}`)
-    console.log(`  to the last (every volume answering again)                  ${ms(takeovers.map((c) => c.last))}`)
-    console.log(`  of which: to the takeover's start                           ${ms(takeovers.map((c) => c.recoveredAt - c.recoverMs))}`)
-    console.log(`            the takeover                                      ${ms(takeovers.map((c) => c.recoverMs))}`)
-    console.log(`  the new agent after it: ${f(afterTakeover.rssKb / 1024)} MB, ${afterTakeover.threads} threads`)
+    printTakeovers(takeovers, afterTakeover)
     console.log('\ntargets')
-    const target_ = (ok, text) => console.log(`  ${ok ? 'met   ' : 'MISSED'} ${text}`)
     target_(last.rssMb < 250, `driver RSS under 250 MB at ${last.volumes} volumes: ${f(last.rssMb)} MB (${f(last.perVolumeKb, 0)} KB each further volume)`)
     target_(last.threads <= rows[0].threads, `threads that do not grow with mounts: ${rows.map((r) => `${r.threads} at ${r.volumes}`).join(', ')}`)
     target_(last.pub99 < 50, `publish p99 under 50 ms at ${last.volumes} volumes: ${f(last.pub99)} ms`)
     target_(last.lat99 < 20, `label patch to new bytes in that pod's volumes p99 under 20 ms at ${last.volumes} volumes: ${f(last.lat99)} ms`)
     target_(Math.max(...nodeChanges) < 1000, `a Node change to the last of ${volumes.length} volumes serving the new bytes under 1 s: ${nodeChanges.map((x) => `${f(x, 0)} ms`).join(', ')}`)
     target_(besideNode.every((b) => b.errors === 0) && worst.max < 50, `listings of another volume meanwhile: none failed, longest under 50 ms: ${besideNode.reduce((a, b) => a + b.errors, 0)}, ${f(worst.max, 1)} ms`)
-    target_(takeovers.every((c) => c.last < 1000), `a takeover of all ${mounted} volumes after a SIGKILL, exec to every volume answering, under 1 s: ${takeovers.map((c) => `${f(c.last, 0)} ms`).join(', ')}`)
+    targetOfTakeovers(takeovers)
     target_(Math.max(...crashFirst) < 150, `a crash on an idle node, exec to the first answered request under 150 ms (median and max of ${CRASHES}): ${f(pct(crashFirst, 0.5), 0)} and ${f(Math.max(...crashFirst), 0)} ms`)
     target_(rows.every((r) => r.pw === 1 && r.nw === 1), `one pod watch and one node watch at every size: ${rows.map((r) => `${r.pw}+${r.nw}`).join(', ')}`)
     target_(beside.errors === 0, `no failed listing beside the largest volume: ${beside.errors}`)

@@ -61,6 +61,8 @@ declare module 'fuse-native' {
     protected _malloc(size: number): Buffer
     /** One JS function per opcode, which the addon calls with a request. */
     protected readonly _handlers: unknown[]
+    /** Makes _handlers (in the constructor). */
+    protected _makeHandlerArray(): unknown[]
     /** The options as one "-oa,b,c" string. */
     protected _fuseOptions(): string
     /** A Uint32Array: 1 for each opcode the ops implement. */

@@ -31,8 +31,8 @@
 // save (its publish, which answers the kubelet only once its record is on disk) goes before the
 // others.
 
-import { createHash } from 'node:crypto'
-import { readdirSync, readFileSync } from 'node:fs'
+import crypto, { createHash } from 'node:crypto'
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs'
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Generation } from '../volume/generation.js'
@@ -65,8 +65,32 @@ const SAVING = 2
 const hashes = new WeakMap<Buffer, string>()
 function sha256(data: Buffer): string {
   let h = hashes.get(data)
-  if (h === undefined) hashes.set(data, h = createHash('sha256').update(data).digest('hex'))
+  if (h === undefined) hashes.set(data, h = hex256(data))
   return h
+}
+
+/** SHA-256 in hex: crypto.hash where Node has it (20.12: one call, no Hash object), else a Hash. */
+const hex256: (data: Buffer) => string = typeof (crypto as { hash?: unknown }).hash === 'function'
+  ? (data) => (crypto as unknown as { hash(alg: string, data: Buffer, enc: 'hex'): string }).hash('sha256', data, 'hex')
+  : (data) => createHash('sha256').update(data).digest('hex')
+
+/**
+ * A file's bytes, read with the size its record gives (open, one read, close: readFileSync asks
+ * its size first); one byte more is asked for, so that a longer file shows.
+ */
+function readSized(file: string, size: number): Buffer {
+  const fd = openSync(file, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(size + 1)
+    let n = 0
+    for (;;) {
+      const r = readSync(fd, buf, n, size + 1 - n, null)
+      n += r
+      if (r === 0 || n > size) return buf.subarray(0, n)
+    }
+  } finally {
+    closeSync(fd)
+  }
 }
 
 export class VolumeStore {
@@ -209,16 +233,20 @@ function inlineFile(f: unknown): ProjectedFile {
 function storedFile(f: unknown, blobs: string, read: Map<string, Buffer>): ProjectedFile {
   const o = fileFields(f)
   if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256) || typeof o.size !== 'number') throw new Error(`file ${JSON.stringify(o.path)}: no hash`)
+  if (!Number.isSafeInteger(o.size) || o.size < 0) throw new Error(`file ${JSON.stringify(o.path)}: no size`)
+  const wrongSize = (): Error => new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its size`)
   let data = read.get(o.sha256)
   if (data === undefined) {
     try {
-      data = readFileSync(path.join(blobs, o.sha256))
+      data = readSized(path.join(blobs, o.sha256), o.size)
     } catch (e) {
       throw new Error(`file ${JSON.stringify(o.path)}: its bytes are missing (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
     }
+    // Every byte is checked: a blob of the right size and other bytes is refused, not served.
+    if (data.length !== o.size) throw wrongSize()
     if (sha256(data) !== o.sha256) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its hash`)
     read.set(o.sha256, data)
   }
-  if (data.length !== o.size) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its size`)
+  if (data.length !== o.size) throw wrongSize()
   return { path: o.path, mode: o.mode, data }
 }

@@ -130,7 +130,7 @@ export class Daemon implements PodSink, KubeSink {
    */
   restore(gen: Generation): void {
     this.latest = gen
-    void this.flipper.request(gen)
+    this.flipper.restore(gen)
   }
 
   /** The connection's /dev/fuse descriptor (for the keeper). */

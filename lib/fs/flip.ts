@@ -115,6 +115,18 @@ export class Flipper {
     return this.running
   }
 
+  /**
+   * Serves `gen` at once, before the mount is up (a takeover's recorded generation): the flip
+   * inside the daemon, without its turns of the event loop. There is nothing to tell the kernel
+   * yet (invalidate), and a thousand volumes taken over at a restart would each wait for them.
+   * Once mounted, or with a flip under way, it is request().
+   */
+  restore(gen: Generation): void {
+    if (this.live || this.running) { void this.request(gen); return }
+    this.tree.flip(gen)
+    this.opts.flipped(gen)
+  }
+
   /** Resolves when no flip is in progress. */
   idle(): Promise<void> {
     return this.running ?? Promise.resolve()

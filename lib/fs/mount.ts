@@ -38,7 +38,7 @@
 
 import createDebug from 'debug'
 import { nativeLayer } from '../native/addon.js'
-import Fuse, { type Ops } from '../native/fuse.js'
+import Fuse, { type Ops, type Opts as FuseOpts } from '../native/fuse.js'
 import type { Mutation } from './flip.js'
 import { DAPIFS_FSTYPE } from './mountpoint.js'
 import type { Tree } from './tree.js'
@@ -159,6 +159,38 @@ export function makeOps(tree: Tree, onRequest?: (op: string) => void, accept: (m
   return ops
 }
 
+/** Mount options, one object for each set of settings: fuse.ts makes its option string once for each. */
+const optionSets = new Map<string, FuseOpts>()
+
+function fuseOptions(cacheSeconds: number, allowOther: boolean, debug: boolean): FuseOpts {
+  const key = `${cacheSeconds} ${allowOther} ${debug}`
+  let options = optionSets.get(key)
+  if (!options) {
+    const cache = String(cacheSeconds)
+    optionSets.set(key, (options = {
+      force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
+      mkdir: false,
+      allowOther,
+      defaultPermissions: true,
+      kernelCache: true,
+      entryTimeout: cache,
+      attrTimeout: cache,
+      cacheSymlinks: true,
+      noOpen: true,
+      workers: WORKERS,
+      fsname: 'dapifs',
+      // Without noatime the kernel drops the cached atime after each read, and the next fstat
+      // costs a request.
+      noatime: true,
+      negativeTimeout: cacheSeconds, // see the header: negative entries
+      subtype: DAPIFS_FSTYPE.slice('fuse.'.length),
+      timeout: false, // our handlers answer at once; the per-op timer only costs time
+      debug,
+    }))
+  }
+  return options
+}
+
 /** A mounted tree. */
 export class Mount {
   /** Made by mount(): fuse-native reads a takeover's `adopt` in its constructor. */
@@ -172,29 +204,9 @@ export class Mount {
 
   private make(): Fuse {
     const { opts } = this
-    const cache = String(opts.cacheSeconds ?? 60)
-    return new Fuse(this.mountpoint, makeOps(this.tree, opts.onRequest, opts.accept), {
+    return new Fuse(this.mountpoint, makeOps(this.tree, opts.onRequest, opts.accept), fuseOptions(opts.cacheSeconds ?? 60, opts.allowOther ?? true, opts.debug ?? false),
       // The ids the kernel holds are known only now that the tree holds what was served before.
-      ...(opts.adoptFd !== undefined ? { adopt: { fd: opts.adoptFd, known: this.tree.inodes() } } : {}),
-      force: true, // unmounts a stale mount ("Transport endpoint is not connected") first
-      mkdir: false,
-      allowOther: opts.allowOther ?? true,
-      defaultPermissions: true,
-      kernelCache: true,
-      entryTimeout: cache,
-      attrTimeout: cache,
-      cacheSymlinks: true,
-      noOpen: true,
-      workers: WORKERS,
-      fsname: 'dapifs',
-      // Without noatime the kernel drops the cached atime after each read, and the next fstat
-      // costs a request.
-      noatime: true,
-      negativeTimeout: Number(cache), // see the header: negative entries
-      subtype: DAPIFS_FSTYPE.slice('fuse.'.length),
-      timeout: false, // our handlers answer at once; the per-op timer only costs time
-      debug: opts.debug ?? false,
-    })
+      opts.adoptFd !== undefined ? { fd: opts.adoptFd, known: this.tree.inodes() } : undefined)
   }
 
   /**

@@ -93,14 +93,15 @@ function stat(ino: number, mode: number, uid: number, gid: number, size: number,
  * that it is a safe integer; 0 and 1 (the root) are never given.
  */
 export function inoOf(identity: string): number {
-  const n = Number(sha1(identity).readBigUInt64BE(0) >> 12n)
+  // The first 52 bits of the SHA-1: its first 13 hex digits (no Buffer, no BigInt).
+  const n = parseInt(sha1(identity).slice(0, 13), 16)
   return n < 2 ? n + 2 : n
 }
 
-/** SHA-1 of a string: crypto.hash where Node has it (20.12: one call, no Hash object), else a Hash. */
-const sha1: (s: string) => Buffer = typeof (crypto as { hash?: unknown }).hash === 'function'
-  ? (s) => (crypto as unknown as { hash(alg: string, data: string, enc: 'buffer'): Buffer }).hash('sha1', s, 'buffer')
-  : (s) => createHash('sha1').update(s).digest()
+/** SHA-1 of a string, in hex: crypto.hash where Node has it (20.12: one call, no Hash object), else a Hash. */
+const sha1: (s: string) => string = typeof (crypto as { hash?: unknown }).hash === 'function'
+  ? (s) => (crypto as unknown as { hash(alg: string, data: string, enc: 'hex'): string }).hash('sha1', s, 'hex')
+  : (s) => createHash('sha1').update(s).digest('hex')
 
 const ROOT_INO = 1
 

@@ -10,7 +10,11 @@
 // - unmounting runs fusermount without a shell: fuse-native's runs `fusermount -uz "MNT"`
 //   through one, and a mountpoint's name is not ours to trust (a pod's, in the CSI driver);
 // - what fuse-native lacks: invalidateRootEntry, sessionFd, adoptResend, connInfo, detach, the
-//   shared pool's figures (Fuse.pool), and the mount options noatime and negative_timeout.
+//   shared pool's figures (Fuse.pool), and the mount options noatime and negative_timeout;
+// - a mount costs less of Node's thread, which a takeover of a thousand volumes pays a thousand
+//   times: one array of handlers serves every mount (the addon calls a handler with its mount as
+//   `this`; fuse-native makes 35 closures per mount, over it), and the option string is made
+//   once for each options object (Mount shares one between its mounts).
 // It overrides fuse-native 2.2.6's internals (_open, _close, _op_getattr, _op_fgetattr,
 // _op_readdir), which is why package.json pins that version.
 //
@@ -48,17 +52,77 @@ export interface Opts extends FuseNativeOpts {
   negativeTimeout?: number
 }
 
+/**
+ * fuse-native's opcodes (its OpcodesAndDefaults, in its order), each with the values a handler
+ * signals when the ops leave it out, or leave values out: the addon reads them.
+ */
+const OPCODES: ReadonlyArray<readonly [name: string, defaults?: () => unknown[]]> = [
+  ['init'], ['error'], ['access', () => [0]], ['statfs', () => [new Uint32Array(11)]],
+  ['fgetattr', () => [statArray()]], ['getattr', () => [statArray()]], ['flush'], ['fsync'], ['fsyncdir'],
+  ['readdir', () => [[], []]], ['truncate'], ['ftruncate'], ['utimens'], ['readlink', () => ['']], ['chown'],
+  ['chmod'], ['mknod'], ['setxattr'], ['getxattr'], ['listxattr'], ['removexattr'], ['open', () => [0]],
+  ['opendir', () => [0]], ['read', () => [0]], ['write', () => [0]], ['release'], ['releasedir'],
+  ['create', () => [0]], ['unlink'], ['rename'], ['link'], ['symlink'], ['mkdir'], ['rmdir'],
+]
+
+type Handler = (this: Fuse, nativeHandler: unknown, opCode: number, ...args: unknown[]) => void
+let sharedHandlers: Handler[] | undefined
+
+/**
+ * One handler per opcode for every mount, as fuse-native's _makeHandlerArray makes them for one
+ * (without its per-op timer, which dapifs turns off): the addon calls each with the mount as
+ * `this`, and the answer goes back through the addon's signal function on the next tick.
+ */
+function handlers(): Handler[] {
+  if (sharedHandlers) return sharedHandlers
+  const table = addon as unknown as Record<string, unknown>
+  const out: Handler[] = new Array(OPCODES.length)
+  for (const [name, makeDefaults] of OPCODES) {
+    const op = table[`op_${name}`] as number
+    const nativeSignal = table[`fuse_native_signal_${name}`] as ((...args: unknown[]) => void) | undefined
+    if (!nativeSignal) continue
+    const defaults = makeDefaults?.()
+    const method = `_op_${name}`
+    out[op] = function (this: Fuse, nativeHandler: unknown, _opCode: number, ...args: unknown[]): void {
+      const signal = (err: number, ...values: unknown[]): void => {
+        if (defaults) {
+          while (values.length > 0 && values[values.length - 1] === undefined) values.pop()
+          if (values.length === 0) values = defaults
+        }
+        process.nextTick(nativeSignal, nativeHandler, err, ...values)
+      }
+      const self = this as unknown as Record<string, unknown> & { _implemented: Set<number> }
+      const fn = self[method] as ((...a: unknown[]) => void) | undefined
+      if (!fn || !self._implemented.has(op)) return signal(-1, ...(defaults ?? []))
+      fn.call(this, signal, ...args)
+    }
+  }
+  return (sharedHandlers = out)
+}
+
+/** Option strings, for each options object they were made from. */
+const optionStrings = new WeakMap<Opts, string>()
+
 export default class Fuse extends FuseNative {
   private readonly adoption: Opts['adopt']
   private readonly nativeConfig: Uint32Array
   /** Options fuse-native does not know, for its option string. */
   private readonly moreOptions: string[]
 
-  constructor(mnt: string, ops: Ops, opts: Opts = {}) {
+  /**
+   * `adopt` may come apart from the other options, so that mounts can share one options object
+   * (and its option string).
+   */
+  constructor(mnt: string, ops: Ops, opts: Opts = {}, adopt: Opts['adopt'] = opts.adopt) {
     super(mnt, ops, opts)
-    this.adoption = opts.adopt
+    this.adoption = adopt
     this.moreOptions = [...(opts.noatime ? ['noatime'] : []), ...(opts.negativeTimeout !== undefined ? [`negative_timeout=${opts.negativeTimeout}`] : [])]
     this.nativeConfig = new Uint32Array([opts.workers ?? 4, 0, opts.cacheSymlinks ? 1 : 0, opts.noOpen ? 1 : 0])
+  }
+
+  /** The shared handlers, unless the per-op timer is on (fuse-native's own, then). */
+  protected override _makeHandlerArray(): unknown[] {
+    return (this as unknown as { timeout: number }).timeout ? super._makeHandlerArray() : handlers()
   }
 
   /** Unmounts `mnt` lazily with fusermount (-uz), without a shell. */
@@ -87,11 +151,14 @@ export default class Fuse extends FuseNative {
     return res < 0 ? null : res === 0 ? 0 : -res
   }
 
-  /** fuse-native's option string (-oa,b,...), with the options it does not know. */
+  /** fuse-native's option string (-oa,b,...), with the options it does not know; once per options object. */
   protected override _fuseOptions(): string {
+    let text = optionStrings.get(this.opts)
+    if (text !== undefined) return text
     const own = super._fuseOptions()
-    if (this.moreOptions.length === 0) return own
-    return own ? `${own},${this.moreOptions.join(',')}` : `-o${this.moreOptions.join(',')}`
+    text = this.moreOptions.length === 0 ? own : own ? `${own},${this.moreOptions.join(',')}` : `-o${this.moreOptions.join(',')}`
+    optionStrings.set(this.opts, text)
+    return text
   }
 
   /** The mounted session's /dev/fuse descriptor (to hand a dup to the keeper), or -1. */
