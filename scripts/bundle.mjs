@@ -1,0 +1,60 @@
+// The last step of `npm run build`: dist/main.js, what the image and `dapifs` run, becomes one
+// bundle of the modules tsc wrote (dist/, one file per module), with esbuild.
+//
+// Why: a start's time is mostly the loading of modules. Node 20's ESM loader reads each file
+// asynchronously, through libuv's thread pool, one level of imports after the other, and the
+// thread waits in between; a process that takes a crashed agent's volumes over (`dapifs csi`)
+// spent more time waiting on those reads than running anything (docs/benchmark.md, "A crash").
+// Bundled, what a command loads at its start is one file; what it loads later (gRPC's server, the
+// Kubernetes client: command.ts `load()`), one file per dynamic import (esbuild's splitting).
+//
+// What stays as it was:
+// - npm's packages (they load from node_modules as before: `packages: 'external'`), so that
+//   fuse-native finds its addon, and CommonJS stays CommonJS;
+// - the other files of dist/: tests import them, and the parser's worker (csi/parser.ts) runs
+//   dist/csi/parser-worker.js;
+// - each module's import.meta.url: it names the module's own file in dist/, so that the paths
+//   computed from it (package.json, the .proto files, the worker, the example, the native build)
+//   are the same bundled or not. The outputs are all in dist/ itself, so that one relative URL
+//   serves every chunk.
+// Each run removes the chunks of the run before (dist/main-*.js).
+
+import { readdirSync, rmSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { build } from 'esbuild'
+
+const DIST = fileURLToPath(new URL('../dist/', import.meta.url))
+
+for (const f of readdirSync(DIST)) if (/^main-.*\.js(\.map)?$/.test(f)) rmSync(path.join(DIST, f))
+
+/** Each module's import.meta.url, as if unbundled: its file in dist/, from the chunk (in dist/). */
+const ownUrl = {
+  name: 'own-import-meta-url',
+  setup(b) {
+    b.onLoad({ filter: /\.js$/ }, async (args) => {
+      const rel = path.relative(DIST, args.path)
+      if (rel.startsWith('..')) return undefined
+      const text = await readFile(args.path, 'utf8')
+      const url = `new URL(${JSON.stringify(`./${rel.split(path.sep).join('/')}`)}, import.meta.url).href`
+      return { contents: text.replace(/\bimport\.meta\.url\b/g, url), loader: 'js' }
+    })
+  },
+}
+
+await build({
+  entryPoints: [path.join(DIST, 'main.js')],
+  outdir: DIST,
+  allowOverwrite: true,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  packages: 'external',
+  chunkNames: 'main-[name]-[hash]',
+  sourcemap: true,
+  plugins: [ownUrl],
+  logLevel: 'warning',
+})
