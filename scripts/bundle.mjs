@@ -8,9 +8,14 @@
 // Bundled, what a command loads at its start is one file; what it loads later (gRPC's server, the
 // Kubernetes client: command.ts `load()`), one file per dynamic import (esbuild's splitting).
 //
+// What is in the bundle: our modules, and the small packages a start needs (debug, js-yaml,
+// lru-cache): imported from node_modules, each would be a few more files through that loader, and
+// debug, CommonJS, a scan of its source for names to export (cjs-module-lexer). A `require` of the
+// chunk's own (the banner) serves the CommonJS that is bundled (debug's require('tty')...).
 // What stays as it was:
-// - npm's packages (they load from node_modules as before: `packages: 'external'`), so that
-//   fuse-native finds its addon, and CommonJS stays CommonJS;
+// - the other packages, loaded from node_modules (EXTERNAL): fuse-native, which finds its addon
+//   from its own directory (native/fuse.ts requires it), and what loads only after the takeover
+//   (gRPC, the Kubernetes client, prom-client: command.ts `load()`), large and left as published;
 // - the other files of dist/: tests import them, and the parser's worker (csi/parser.ts) runs
 //   dist/csi/parser-worker.js;
 // - each module's import.meta.url: it names the module's own file in dist/, so that the paths
@@ -43,6 +48,8 @@ const ownUrl = {
   },
 }
 
+const EXTERNAL = ['fuse-native', '@grpc/*', '@kubernetes/client-node', 'prom-client']
+
 await build({
   entryPoints: [path.join(DIST, 'main.js')],
   outdir: DIST,
@@ -52,7 +59,8 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  packages: 'external',
+  external: EXTERNAL,
+  banner: { js: "import { createRequire as createRequire_ } from 'node:module'; const require = createRequire_(import.meta.url);" },
   chunkNames: 'main-[name]-[hash]',
   sourcemap: true,
   plugins: [ownUrl],

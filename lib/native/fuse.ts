@@ -18,11 +18,18 @@
 // (that addon ignores the 8th argument and reads 18 slots of a stat); what only the port has is
 // not to be called then (nativeLayer()): adopting fails, sessionFd() is -1.
 
-import FuseNative, { type Ops, type Opts as FuseNativeOpts, type Signal, type Stat } from 'fuse-native'
+import type FuseNativeClass from 'fuse-native'
+import type { Ops, Opts as FuseNativeOpts, Signal, Stat } from 'fuse-native'
 import { execFile } from 'node:child_process'
 import { mkdir, stat, type Stats } from 'node:fs'
+import { createRequire } from 'node:module'
 import path from 'node:path'
 import { addon, nativeLayer } from './addon.js'
+
+// Required, not imported: fuse-native is CommonJS, and Node 20's ESM loader would scan its source
+// for names to export (cjs-module-lexer) on every start, about 15 ms of a restart's 100 before the
+// volumes are served again (docs/benchmark.md, "A crash").
+const FuseNative = createRequire(import.meta.url)('fuse-native') as typeof FuseNativeClass
 
 export type { Ops, Stat }
 
