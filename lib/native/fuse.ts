@@ -26,9 +26,9 @@ import { createRequire } from 'node:module'
 import path from 'node:path'
 import { addon, nativeLayer } from './addon.js'
 
-// Required, not imported: fuse-native is CommonJS, and Node 20's ESM loader would scan its source
-// for names to export (cjs-module-lexer) on every start, about 15 ms of a restart's 100 before the
-// volumes are served again (docs/benchmark.md, "A crash").
+// Required, not imported: fuse-native is CommonJS, and its import through Node 20's ESM loader
+// (which scans CommonJS for names to export) cost a restarted agent 15-20 ms more before it served
+// its volumes again (native-notes/README.md, "How long readers wait").
 const FuseNative = createRequire(import.meta.url)('fuse-native') as typeof FuseNativeClass
 
 export type { Ops, Stat }
