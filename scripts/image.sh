@@ -107,7 +107,7 @@ bases() {
 
 # The hash of what the Dockerfile reads from the build context (its COPY lines), and the bases'.
 stamp() {
-  (cd "$ROOT" && find Dockerfile .dockerignore package.json package-lock.json tsconfig.json types lib \
+  (cd "$ROOT" && find Dockerfile .dockerignore package.json package-lock.json tsconfig.json types lib scripts/bundle.mjs \
       -path lib/native/build -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum
     cat "$IMAGES/base.stamp"; echo "$1") | sha256sum | cut -c1-16
 }

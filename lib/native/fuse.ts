@@ -22,11 +22,18 @@
 // (that addon ignores the 8th argument and reads 18 slots of a stat); what only the port has is
 // not to be called then (nativeLayer()): adopting fails, sessionFd() is -1.
 
-import FuseNative, { type Ops, type Opts as FuseNativeOpts, type Signal, type Stat } from 'fuse-native'
+import type FuseNativeClass from 'fuse-native'
+import type { Ops, Opts as FuseNativeOpts, Signal, Stat } from 'fuse-native'
 import { execFile } from 'node:child_process'
 import { mkdir, stat, type Stats } from 'node:fs'
+import { createRequire } from 'node:module'
 import path from 'node:path'
 import { addon, nativeLayer } from './addon.js'
+
+// Required, not imported: fuse-native is CommonJS, and its import through Node 20's ESM loader
+// (which scans CommonJS for names to export) cost a restarted agent 15-20 ms more before it served
+// its volumes again (native-notes/README.md, "How long readers wait").
+const FuseNative = createRequire(import.meta.url)('fuse-native') as typeof FuseNativeClass
 
 export type { Ops, Stat }
 
