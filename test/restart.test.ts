@@ -23,6 +23,8 @@ const ITEMS = `- path: labels
   fieldRef: {fieldPath: metadata.name}
 - path: meta/uid
   fieldRef: {fieldPath: metadata.uid}
+- path: zone
+  fieldRef: {fieldPath: "node.metadata.labels['topology.kubernetes.io/zone']"}
 `
 
 const formatLabels = (l: Record<string, string>): string => Object.keys(l).sort().map((k) => `${k}="${l[k]}"`).join('\n')
@@ -89,6 +91,8 @@ async function main(): Promise<void> {
 
   t.test('restarts of the CSI driver, with its keeper', async (t) => {
     const k = await startClusterWithNode(t, NS, NODE)
+    // A label of the Node, read by the volume: a new agent must not render before it has the Node.
+    await k.core.patchNode({ name: NODE, body: { metadata: { labels: { 'topology.kubernetes.io/zone': 'z1' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
     const bin = await reader()
     // A kubelet's root: the driver's sockets, the keeper's and the records go below it.
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-restart-'))
@@ -120,7 +124,8 @@ async function main(): Promise<void> {
       t.ok(d.lines.some((l) => l.includes(`took over pod ${NS}/web, volume "podinfo" at ${web.target}`)), 'the new process took the volume over')
       await d.waitFor(/following \d+ pods on node/)
       await new Promise((resolve) => setTimeout(resolve, 300))
-      t.same(d.lines.filter((l) => l.includes('flipped to')), [], 'taking over flips nothing: the pod\'s config.seen annotation is kept')
+      t.same(d.lines.filter((l) => l.includes('flipped to')), [], 'taking over flips nothing: the pod\'s config.seen annotation is kept, and nothing renders before the Node is read')
+      t.equal(await cat(path.join(web.target, 'zone')), 'z1', 'the Node\'s zone')
       labels.rev = '1'
       await patchLabels(k, 'web', { rev: '1' })
       t.ok(await until(async () => (await cat(path.join(web.target, 'labels')).catch(() => '')) === formatLabels(labels)), 'flips resume on the new process')
@@ -143,6 +148,7 @@ async function main(): Promise<void> {
       d = await newDriver()
       t.ok(d.lines.some((l) => l.includes(`took over pod ${NS}/web`)), 'the new process took the volume over')
       t.ok(await until(async () => (await cat(path.join(web.target, 'labels')).catch(() => '')) === formatLabels(labels)), 'and flipped to what the pod says now')
+      t.equal(await cat(path.join(web.target, 'zone')), 'z1', 'with the Node\'s zone')
       checkReads(t, await reads, [before, formatLabels(labels)])
     })
 

@@ -581,12 +581,18 @@ export class Volumes {
     void this.drainRenders()
   }
 
-  /** Works through the queue of pods, one at a time, each step in a turn of its own. */
+  /**
+   * Works through the queue of pods, one at a time, each step in a turn of its own; only once the
+   * pods are listed and the Node read (or given up on): rendered before, a volume that reads the
+   * Node (its labels, its allocatable, its kubelet's release) would flip to the stand-ins' bytes,
+   * as every volume taken over at a restart did, and back once the Node came. The source says
+   * when it is synced, and the queue is worked through then.
+   */
   private async drainRenders(): Promise<void> {
     if (this.rendering) return
     this.rendering = true
     try {
-      while (this.dirty.size > 0 && !this.quieted) {
+      while (this.dirty.size > 0 && !this.quieted && this.source.synced) {
         await turn()
         const [uid, since] = this.dirty.entries().next().value!
         this.dirty.delete(uid)
