@@ -180,7 +180,7 @@ const exited = (child: ChildProcess, ms: number): Promise<boolean> => new Promis
 t.test('an agent killed while its own rename waits on its mount ends; a pod\'s read waits for the next agent', async (t) => {
   const dir = scratch(t)
   const bin = path.join(dir, 'stuck-agent')
-  const cc = await run('cc', ['-O2', '-Wall', '-pthread', '-o', bin, path.resolve('test/fixtures/stuck-agent.c')])
+  const cc = await run('cc', ['-O2', '-Wall', '-pthread', '-I', path.resolve('lib/native'), '-o', bin, path.resolve('test/fixtures/stuck-agent.c'), path.resolve('lib/native/keeper-wire.c')])
   t.equal(cc.code, 0, cc.stderr)
   const k = await startKeeper(t, path.join(dir, 'keeper.sock'))
   const mnt = path.join(dir, 'mnt')

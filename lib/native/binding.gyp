@@ -15,6 +15,7 @@
       "fuse-native.c",
       "node-table.c",
       "keeper-client.c",
+      "keeper-wire.c",
       "pool.c",
       "vfs-steps.c",
     ],
