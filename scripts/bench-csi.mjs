@@ -28,6 +28,9 @@
 //                                         the same 1,002 volumes, without the measurements on the way;
 //                                         with DAPIFS_BENCH_AGAINST=OTHER/dist/main.js, 10 of them, taken
 //                                         in turn by that driver and this one: a change, before and after
+//   node scripts/bench-csi.mjs --node-changes  only the Node's changes (3.), 5 of them, on the same
+//                                         filled node; with DAPIFS_BENCH_AGAINST, 10, the drivers taking
+//                                         the node over from each other in turn before each change
 // Run as root. `npm run bench` runs it after the read benchmark.
 import { spawn, execFile } from 'node:child_process'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -42,16 +45,19 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const tiny = process.argv.includes('--tiny')
 const crashesOnly = process.argv.includes('--crashes')
 const takeoversOnly = process.argv.includes('--takeovers')
+const nodeChangesOnly = process.argv.includes('--node-changes')
+/** Only fill the node, unmeasured, for what comes after. */
+const fillOnly = takeoversOnly || nodeChangesOnly
 // Node's flags for the driver, to look into it (DAPIFS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'); none by default: the image runs it with none.
 const NODE_ARGS = (process.env.DAPIFS_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const SIZES = tiny ? [2, 5] : [10, 50, 110, 250]
 const PER_POD = 4
 const PATCHES = tiny ? 3 : 40
 const CRASHES = tiny ? 2 : 10
-const NODE_CHANGES = tiny ? 1 : 3
 // A driver to compare with, in the same run (--takeovers): its takeovers alternate with this one's.
-const AGAINST = takeoversOnly ? process.env.DAPIFS_BENCH_AGAINST : undefined
+const AGAINST = fillOnly ? process.env.DAPIFS_BENCH_AGAINST : undefined
 const TAKEOVERS = tiny ? 1 : takeoversOnly ? (AGAINST ? 10 : 5) : 3
+const NODE_CHANGES = tiny ? 1 : nodeChangesOnly ? (AGAINST ? 10 : 5) : 3
 const NODE = 'bench-node'
 const NS = 'bench'
 const ZONE = 'topology.kubernetes.io/zone'
@@ -212,7 +218,7 @@ async function main() {
     await publish(idle, 'podinfo')
     const idleRoots = lists('idle.txt', [target(idle, 'podinfo')])
     const crashes = []
-    for (let i = 0; i < (takeoversOnly ? 0 : CRASHES); i++) crashes.push(await crash(idleRoots))
+    for (let i = 0; i < (fillOnly ? 0 : CRASHES); i++) crashes.push(await crash(idleRoots))
     if (crashesOnly) {
       const first = crashes.map((c) => c.first)
       const pctl = (xs) => `median ${f(pct(xs, 0.5), 0)} ms, max ${f(Math.max(...xs), 0)} ms`
@@ -225,7 +231,7 @@ async function main() {
     const pods = []
     const rows = []
     let prev = { volumes: 1, rssKb: procStatus(driver.pid).rssKb }
-    for (const size of takeoversOnly ? SIZES.slice(-1) : SIZES) {
+    for (const size of fillOnly ? SIZES.slice(-1) : SIZES) {
       // Pods first (as the scheduler would have placed them), then their volumes, one at a time as
       // the kubelet's pod workers would publish them.
       const publishMs = []
@@ -234,7 +240,7 @@ async function main() {
         pods.push(pod)
         for (let v = 0; v < PER_POD; v++) publishMs.push(await publish(pod, `v${v}`))
       }
-      if (takeoversOnly) break // the node filled: nothing measured on the way
+      if (fillOnly) break // the node filled: nothing measured on the way
       await sleep(1000)
       const st = procStatus(driver.pid)
       const w = await watchers()
@@ -316,7 +322,7 @@ async function main() {
     const zones = lists('zones.txt', volumes.map((v) => path.join(v, 'zone')))
     const nodeChanges = []
     const besideNode = []
-    for (let i = 1; i <= NODE_CHANGES; i++) {
+    const changeNode = async (i) => {
       const zone = `zone-${i}`
       const besideRun = listing(3)
       await sleep(500)
@@ -326,9 +332,49 @@ async function main() {
       const t0 = nowUs()
       const seen = await watcher
       if (seen.code !== 0) throw new Error(`the Node's change did not reach every volume: ${seen.stdout}${seen.stderr}`)
-      nodeChanges.push((Number(/last_us (\d+)/.exec(seen.stdout)[1]) - t0) / 1000)
-      besideNode.push(parse((await besideRun).stdout))
+      const took = (Number(/last_us (\d+)/.exec(seen.stdout)[1]) - t0) / 1000
+      const beside = parse((await besideRun).stdout)
       await sleep(1000) // the records of the flips are written
+      return { took, beside }
+    }
+    const printNodeChanges = (changes, beside) => {
+      console.log(`\na change of the Node's label, ${changes.length} times, ${mounted} volumes mounted: update accepted -> the last of the ${volumes.length} volumes of the ${pods.length} pods serving the new bytes (8 reader threads polling them all)`)
+      console.log(`  time                                                        ${ms(changes)} (${changes.map((x) => f(x, 0)).join(', ')})`)
+      const worst = beside.reduce((a, b) => (b.max > a.max ? b : a))
+      console.log(`  listings of a volume that reads nothing of the Node          ${beside.reduce((a, b) => a + b.ops, 0)} listings, ${beside.reduce((a, b) => a + b.errors, 0)} failed, longest ${f(worst.max, 1)} ms (alone: ${alone.ops} listings, longest ${f(alone.max, 1)} ms)`)
+      return worst
+    }
+    const targetOfNodeChanges = (changes, beside, worst) => {
+      target_(Math.max(...changes) < 1000, `a Node change to the last of ${volumes.length} volumes serving the new bytes under 1 s: ${changes.map((x) => `${f(x, 0)} ms`).join(', ')}`)
+      target_(beside.every((b) => b.errors === 0) && worst.max < 50, `listings of another volume meanwhile: none failed, longest under 50 ms: ${beside.reduce((a, b) => a + b.errors, 0)}, ${f(worst.max, 1)} ms`)
+    }
+    if (nodeChangesOnly) {
+      // With another build: the two take the node over from each other before each change.
+      const allRoots = lists('roots.txt', [...volumes, target(idle, 'podinfo'), target(quiet, 'podinfo')])
+      client.close()
+      const against = { changes: [], beside: [] }
+      for (let i = 1; i <= NODE_CHANGES; i++) {
+        const theirs = AGAINST && i % 2 === 1
+        if (AGAINST) { await crash(allRoots, theirs ? AGAINST : undefined); await sleep(2000) }
+        const { took, beside } = await changeNode(i)
+        const into = theirs ? against : { changes: nodeChanges, beside: besideNode }
+        into.changes.push(took)
+        into.beside.push(beside)
+      }
+      if (AGAINST) {
+        console.log(`\n${AGAINST}, in turn with this one:`)
+        printNodeChanges(against.changes, against.beside)
+        console.log(`\nthis one (${process.env.DAPIFS_BENCH_MAIN ?? path.join(ROOT, 'dist', 'main.js')}):`)
+      }
+      const worst = printNodeChanges(nodeChanges, besideNode)
+      console.log('\ntargets')
+      targetOfNodeChanges(nodeChanges, besideNode, worst)
+      return
+    }
+    for (let i = 1; i <= NODE_CHANGES; i++) {
+      const { took, beside } = await changeNode(i)
+      nodeChanges.push(took)
+      besideNode.push(beside)
     }
 
     // 4. The noisy neighbour.
@@ -367,10 +413,7 @@ async function main() {
     console.log(`  to its first answered request                               ${ms(crashFirst)}`)
     console.log(`  of which: to the takeover's start (Node's start, loading)   ${ms(crashes.map((c) => c.recoveredAt - c.recoverMs))}`)
     console.log(`            the takeover                                      ${ms(crashes.map((c) => c.recoverMs))}`)
-    console.log(`\na change of the Node's label, ${NODE_CHANGES} times, ${mounted} volumes mounted: update accepted -> the last of the ${volumes.length} volumes of the ${pods.length} pods serving the new bytes (8 reader threads polling them all)`)
-    console.log(`  time                                                        ${ms(nodeChanges)} (${nodeChanges.map((x) => f(x, 0)).join(', ')})`)
-    const worst = besideNode.reduce((a, b) => (b.max > a.max ? b : a))
-    console.log(`  listings of a volume that reads nothing of the Node          ${besideNode.reduce((a, b) => a + b.ops, 0)} listings, ${besideNode.reduce((a, b) => a + b.errors, 0)} failed, longest ${f(worst.max, 1)} ms (alone: ${alone.ops} listings, longest ${f(alone.max, 1)} ms)`)
+    const worst = printNodeChanges(nodeChanges, besideNode)
     console.log(`\nnoisy neighbour, ${mounted} volumes mounted: listings of one pod's volume (${SECONDS} s, CPU 1; the driver on CPU 0)`)
     console.log(`  alone                                                        ${alone.ops} listings, ${alone.errors} failed, p99 ${f(alone.p99, 2)} ms, longest ${f(alone.max, 2)} ms`)
     console.log(`  while another pod publishes the largest volume the budgets    ${beside.ops} listings, ${beside.errors} failed, p99 ${f(beside.p99, 2)} ms, longest ${f(beside.max, 2)} ms`)
@@ -381,8 +424,7 @@ async function main() {
     target_(last.threads <= rows[0].threads, `threads that do not grow with mounts: ${rows.map((r) => `${r.threads} at ${r.volumes}`).join(', ')}`)
     target_(last.pub99 < 50, `publish p99 under 50 ms at ${last.volumes} volumes: ${f(last.pub99)} ms`)
     target_(last.lat99 < 20, `label patch to new bytes in that pod's volumes p99 under 20 ms at ${last.volumes} volumes: ${f(last.lat99)} ms`)
-    target_(Math.max(...nodeChanges) < 1000, `a Node change to the last of ${volumes.length} volumes serving the new bytes under 1 s: ${nodeChanges.map((x) => `${f(x, 0)} ms`).join(', ')}`)
-    target_(besideNode.every((b) => b.errors === 0) && worst.max < 50, `listings of another volume meanwhile: none failed, longest under 50 ms: ${besideNode.reduce((a, b) => a + b.errors, 0)}, ${f(worst.max, 1)} ms`)
+    targetOfNodeChanges(nodeChanges, besideNode, worst)
     targetOfTakeovers(takeovers)
     target_(Math.max(...crashFirst) < 150, `a crash on an idle node, exec to the first answered request under 150 ms (median and max of ${CRASHES}): ${f(pct(crashFirst, 0.5), 0)} and ${f(Math.max(...crashFirst), 0)} ms`)
     target_(rows.every((r) => r.pw === 1 && r.nw === 1), `one pod watch and one node watch at every size: ${rows.map((r) => `${r.pw}+${r.nw}`).join(', ')}`)

@@ -40,7 +40,7 @@
 // completes inside the daemon instead (tree.flip), and that is logged. ..data is replaced in
 // one step either way, so readers never find it missing. A flip inside the daemon (that, and
 // --no-inotify) then tells the kernel to drop its entries for ..data and the names that went or
-// came (invalidate), and counts as done once the kernel has that: the very next open reads the new
+// came (invalidate), and the root's listing it keeps (relisted), and counts as done once the kernel has that: the very next open reads the new
 // generation. Names the kernel holds as absent (mount.ts) are replaced by the VFS steps
 // themselves; a new generation's directory, which appears inside the daemon, is invalidated
 // before ..data_tmp points at it.
@@ -77,6 +77,8 @@ export interface FlipperOptions {
    * names another node, or none). Resolves once it has.
    */
   invalidate(names: string[]): Promise<void>
+  /** The root's entries changed inside the daemon: the kernel must drop the listing it keeps. Resolves once it has. */
+  relisted(): Promise<void>
   /** A step failed and the flip was completed in the daemon (said once per distinct reason). */
   fellBack(reason: string): void
 }
@@ -173,12 +175,16 @@ export class Flipper {
   /**
    * After links changed inside the daemon: invalidates ..data (a link's node is its target, so a
    * new ..data is a new node: tree.ts, inoOf), the names no longer there, and the names new
-   * there, which the kernel may hold as absent (mount.ts, negative entries).
+   * there, which the kernel may hold as absent (mount.ts, negative entries); and the root's
+   * listing, which the kernel keeps.
    */
   private async syncedLinks(before: string[], changed: string[] = []): Promise<void> {
     const now = new Set(this.tree.linkNames())
     const was = new Set(before)
-    await this.opts.invalidate(['..data', ...changed, ...before.filter((name) => !now.has(name)), ...[...now].filter((name) => !was.has(name))])
+    await Promise.all([
+      this.opts.invalidate(['..data', ...changed, ...before.filter((name) => !now.has(name)), ...[...now].filter((name) => !was.has(name))]),
+      this.opts.relisted(),
+    ])
   }
 
   private async flipOne(gen: Generation): Promise<void> {

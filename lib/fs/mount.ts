@@ -8,8 +8,9 @@
 //
 // The kernel caches everything it can, so that a warm read asks the daemon nothing (libfuse 3,
 // through fuse-native as the native layer ports it: lib/native/): lookups and attributes for 60 s, file
-// pages (kernel_cache), symlink targets (cacheSymlinks), and opens: open answers ENOSYS (in C,
-// noOpen), after which the kernel stops sending open and release and reads from kept pages.
+// pages (kernel_cache), symlink targets (cacheSymlinks), directories' listings (the native layer's
+// opendir), and opens: open answers ENOSYS (in C, noOpen), after which the kernel stops sending
+// open and release and reads from kept pages.
 // That is safe because nothing under a name ever changes but the links: a flip gives a new
 // generation directory name, which the kernel has never seen, and `..data` changes through the
 // VFS (flip.ts), which moves the kernel's own dentries. A link changed inside the daemon instead
@@ -234,6 +235,15 @@ export class Mount {
    */
   async invalidate(names: string[]): Promise<void> {
     await Promise.all(names.map((name) => this.notify((cb) => this.fuse!.invalidateRootEntry(name, cb), `forgetting ${name}`)))
+  }
+
+  /**
+   * After the root's entries changed inside the daemon: the kernel drops the root's listing it
+   * keeps (the native layer's opendir asks it to keep listings). Changes made through the VFS
+   * need none: the kernel drops it itself. Resolves once the kernel has.
+   */
+  invalidateListing(): Promise<void> {
+    return this.notify((cb) => this.fuse!.invalidateRootListing(cb), 'the root\'s listing')
   }
 
   /** One notification to the kernel; a no-op unless mounted, and with the prebuilt addon. */

@@ -20,6 +20,7 @@ export interface Native {
     handlers: unknown[], implemented: Uint32Array, config: Uint32Array, adoptFd?: number, known?: Array<[string, number]>): void
   fuse_native_unmount(mnt: string, thread: Buffer): void
   fuse_native_invalidate_root_entry(thread: Buffer, name: string, cb: (res: number) => void): void
+  fuse_native_invalidate_root_listing(thread: Buffer, cb: (res: number) => void): void
   fuse_native_conn_info(thread: Buffer): [number, number, number]
   fuse_native_session_fd(thread: Buffer): number
   fuse_native_detach(thread: Buffer): void

@@ -56,6 +56,9 @@
 //   mount's root, written from libuv's thread pool. The kernel keeps the entries it has looked up
 //   until memory runs short, and the node table keeps a node for each; dapifs calls this for
 //   each generation directory it drops, so both are freed.
+// - fuse_native_invalidate_root_listing(thread, cb): FUSE_NOTIFY_INVAL_INODE for the root, the
+//   same way: the kernel drops the root's attributes and the listing it keeps (ll_opendir), after
+//   the root changed inside the daemon.
 // - Restarts (native-notes, Restarts). With an adoptFd (fuse_native_mount's 9th argument: fuse.ts's
 //   `adopt`), the mount takes over the live connection of a /dev/fuse fd whose server died: no
 //   mount, stat or unmount of mnt; fuse_session_mount(se, "/dev/fd/N"); the node table pre-filled
@@ -1219,6 +1222,14 @@ static void ll_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
   ft->dirhs = d;
   pthread_mutex_unlock(&ft->dirh_mut);
   fi->fh = (uint64_t) (uintptr_t) d;
+  // The kernel keeps each directory's listing (FOPEN_CACHE_DIR, with its pages kept), so that a
+  // listing asks Node's thread nothing until the directory changes: opendir and releasedir are
+  // answered here, and readdir comes from the kernel's cache. A generation's directories never
+  // change. The root changes at a flip: through the VFS (flip.ts), where each step's own request
+  // takes the directory's lock and the kernel drops the listing it kept (fuse_dir_changed);
+  // inside the daemon, where fuse_native_invalidate_root_listing tells it; and at a takeover,
+  // where the mount is adopted (fuse_native_mount).
+  if (ft->kernel_cache) { fi->cache_readdir = 1; fi->keep_cache = 1; }
   if (fuse_reply_open(req, fi) != 0) {
     pthread_mutex_lock(&ft->dirh_mut);
     fuse_native_dirh_t **p = &ft->dirhs;
@@ -1696,6 +1707,10 @@ NAPI_METHOD(fuse_native_mount) {
     // The session is initialised before the pool reads any of its requests (libfuse would answer
     // them EIO). Here, on Node's thread: this init calls no JS (ll_init).
     synth_init(se);
+    // The kernel may keep a listing of the root as the dead process served it (ll_opendir): a
+    // generation it had staged, say, which this one never knew. Taken here, before any request is
+    // read; the notification waits for no lock.
+    fuse_lowlevel_notify_inval_inode(se, FUSE_ROOT_ID, 0, 0);
   }
 
   // The JS objects the handlers need, held until the session ends (release_ended): before the
@@ -1738,14 +1753,16 @@ typedef struct {
   napi_async_work work;
   napi_ref cb;
   fuse_thread_t *ft;
-  char name[4096];
+  char name[4096]; // empty: the root's listing (FUSE_NOTIFY_INVAL_INODE of the root)
   int res;
 } fuse_native_inval_t;
 
 static void inval_execute (napi_env env, void *data) {
   fuse_native_inval_t *w = (fuse_native_inval_t *) data;
   pthread_mutex_lock(&w->ft->se_mut);
-  w->res = w->ft->se != NULL ? fuse_lowlevel_notify_inval_entry(w->ft->se, FUSE_ROOT_ID, w->name, strlen(w->name)) : -ENOTCONN;
+  if (w->ft->se == NULL) w->res = -ENOTCONN;
+  else if (w->name[0] == 0) w->res = fuse_lowlevel_notify_inval_inode(w->ft->se, FUSE_ROOT_ID, 0, 0);
+  else w->res = fuse_lowlevel_notify_inval_entry(w->ft->se, FUSE_ROOT_ID, w->name, strlen(w->name));
   pthread_mutex_unlock(&w->ft->se_mut);
 }
 
@@ -1764,21 +1781,32 @@ static void inval_complete (napi_env env, napi_status status, void *data) {
   free(w);
 }
 
+static void inval_queue (napi_env env, fuse_native_inval_t *w, napi_value cb) {
+  napi_create_reference(env, cb, 1, &(w->cb));
+  napi_value resource_name;
+  napi_create_string_utf8(env, "fuse_native_invalidate", NAPI_AUTO_LENGTH, &resource_name);
+  napi_create_async_work(env, NULL, resource_name, inval_execute, inval_complete, w, &(w->work));
+  napi_queue_async_work(env, w->work);
+}
+
 NAPI_METHOD(fuse_native_invalidate_root_entry) {
   NAPI_ARGV(3)
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
-
   fuse_native_inval_t *w = calloc(1, sizeof(fuse_native_inval_t));
   size_t len;
   napi_get_value_string_utf8(env, argv[1], w->name, sizeof(w->name), &len);
   w->ft = ft;
-  napi_create_reference(env, argv[2], 1, &(w->cb));
+  if (w->name[0] == 0) { free(w); napi_throw_error(env, NULL, "an empty name"); return NULL; }
+  inval_queue(env, w, argv[2]);
+  return NULL;
+}
 
-  napi_value resource_name;
-  napi_create_string_utf8(env, "fuse_native_invalidate_root_entry", NAPI_AUTO_LENGTH, &resource_name);
-  napi_create_async_work(env, NULL, resource_name, inval_execute, inval_complete, w, &(w->work));
-  napi_queue_async_work(env, w->work);
-
+NAPI_METHOD(fuse_native_invalidate_root_listing) {
+  NAPI_ARGV(2)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  fuse_native_inval_t *w = calloc(1, sizeof(fuse_native_inval_t));
+  w->ft = ft;
+  inval_queue(env, w, argv[1]);
   return NULL;
 }
 
@@ -1858,6 +1886,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_mount)
   NAPI_EXPORT_FUNCTION(fuse_native_unmount)
   NAPI_EXPORT_FUNCTION(fuse_native_invalidate_root_entry)
+  NAPI_EXPORT_FUNCTION(fuse_native_invalidate_root_listing)
   NAPI_EXPORT_FUNCTION(fuse_native_conn_info)
   NAPI_EXPORT_FUNCTION(fuse_native_session_fd)
   NAPI_EXPORT_FUNCTION(fuse_native_detach)
