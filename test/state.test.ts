@@ -1,19 +1,20 @@
 // The state directory's records, read back as a restarted agent reads them (state.ts): a record
-// whose bytes are not what it names, in size or in content, is refused with its reason, never
-// served with other bytes.
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+// whose bytes are not what it names, in size or in content, in a blob or in the record itself, is
+// refused with its reason, never served with other bytes.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { VolumeStore, type VolumeRecord } from '../lib/csi/state.js'
+import { INLINE_BYTES, VolumeStore, type VolumeRecord } from '../lib/csi/state.js'
 import { Generations } from '../lib/volume/generation.js'
 
 const target = '/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/podinfo/mount'
+// labels is larger than a record keeps inline: its bytes are a blob.
 const files = [
-  { path: 'labels', mode: 0o644, data: Buffer.from('app="web"') },
+  { path: 'labels', mode: 0o644, data: Buffer.from(`app="web"\nnote="${'x'.repeat(INLINE_BYTES)}"`) },
   { path: 'meta/name', mode: 0o644, data: Buffer.from('web') },
-  { path: 'same', mode: 0o644, data: Buffer.from('app="web"') },
+  { path: 'same', mode: 0o644, data: Buffer.from(`app="web"\nnote="${'x'.repeat(INLINE_BYTES)}"`) },
 ]
 const record: VolumeRecord = {
   volumeId: 'v1', target, volumeContext: { items: '- {path: labels, fieldRef: {fieldPath: metadata.labels}}' }, seen: 'then', kubelet: '1.37',
@@ -21,13 +22,18 @@ const record: VolumeRecord = {
 }
 const hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-/** A saved record, its blob of `data` changed by `change`, loaded again: the records, and what was said. */
-async function loadAfter(t: Test, change?: (blob: string) => void): Promise<{ records: VolumeRecord[]; bad: string[] }> {
+/**
+ * A saved record, the blob of labels changed by `change` (or the record file, by `changeRecord`),
+ * loaded again: the records, and what was said.
+ */
+async function loadAfter(t: Test, change?: (blob: string) => void, changeRecord?: (file: string) => void): Promise<{ records: VolumeRecord[]; bad: string[] }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-state-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   await new VolumeStore(dir).save(record)
   const key = readdirSync(dir).find((n) => !n.endsWith('.json'))!
+  t.same(readdirSync(path.join(dir, key)), [hex(files[0]!.data)], 'one blob: the large file\'s bytes, once for the two files that have them')
   change?.(path.join(dir, key, hex(files[0]!.data)))
+  changeRecord?.(path.join(dir, `${key}.json`))
   const bad: string[] = []
   const records = await new VolumeStore(dir).load((_, why) => bad.push(why))
   return { records, bad }
@@ -44,13 +50,13 @@ t.test('a record and its bytes read back as saved', async (t) => {
 })
 
 t.test('bytes of the right size but not the ones named are refused', async (t) => {
-  const { records, bad } = await loadAfter(t, (blob) => writeFileSync(blob, 'app="evil"'.slice(0, files[0]!.data.length)))
+  const { records, bad } = await loadAfter(t, (blob) => writeFileSync(blob, Buffer.alloc(files[0]!.data.length, 'e')))
   t.same(records, [])
   t.match(bad, [/file "labels": its bytes do not match its hash/])
 })
 
 t.test('longer or shorter bytes are refused', async (t) => {
-  for (const data of ['app="web" and more', 'app']) {
+  for (const data of [`${files[0]!.data.toString()} and more`, 'app']) {
     const { records, bad } = await loadAfter(t, (blob) => writeFileSync(blob, data))
     t.same(records, [], data)
     t.match(bad, [/file "labels": its bytes do not match its size/], data)
@@ -61,4 +67,37 @@ t.test('missing bytes are refused', async (t) => {
   const { records, bad } = await loadAfter(t, (blob) => rmSync(blob))
   t.same(records, [])
   t.match(bad, [/file "labels": its bytes are missing \(ENOENT\)/])
+})
+
+t.test('a small file\'s bytes, kept in the record, are checked as a blob\'s are', async (t) => {
+  /** The record with meta/name's inline bytes (base64 of "web") replaced by `b64`. */
+  const tamper = (b64: string) => (file: string): void => {
+    const o = JSON.parse(readFileSync(file, 'utf8')) as { generation: { files: { path: string; data?: string }[] } }
+    const f = o.generation.files.find((x) => x.path === 'meta/name')!
+    t.equal(Buffer.from(f.data!, 'base64').toString(), 'web', 'its bytes are in the record')
+    f.data = b64
+    writeFileSync(file, JSON.stringify(o))
+  }
+  const same = await loadAfter(t, undefined, tamper(Buffer.from('web').toString('base64')))
+  t.same(same.bad, [])
+  t.equal(same.records[0]!.generation.projection.files[1]!.data.toString(), 'web')
+  const other = await loadAfter(t, undefined, tamper(Buffer.from('bad').toString('base64')))
+  t.same(other.records, [])
+  t.match(other.bad, [/file "meta\/name": its bytes do not match its hash/])
+  const longer = await loadAfter(t, undefined, tamper(Buffer.from('webs').toString('base64')))
+  t.match(longer.bad, [/file "meta\/name": its bytes do not match its size/])
+})
+
+t.test('a record of version 2 (every file\'s bytes in a blob) is read, as an upgrade finds it', async (t) => {
+  const { records, bad } = await loadAfter(t, undefined, (file) => {
+    const o = JSON.parse(readFileSync(file, 'utf8')) as { version: number; generation: { files: { sha256: string; data?: string }[] } }
+    o.version = 2
+    for (const f of o.generation.files) {
+      if (f.data !== undefined) writeFileSync(path.join(file.slice(0, -'.json'.length), f.sha256), Buffer.from(f.data, 'base64'))
+      delete f.data
+    }
+    writeFileSync(file, JSON.stringify(o))
+  })
+  t.same(bad, [])
+  t.same(records[0]!.generation.projection.files.map((f) => [f.path, f.data.toString()]), files.map((f) => [f.path, f.data.toString()]))
 })

@@ -10,20 +10,27 @@
 //     kubelet             the kubelet release the volume renders as ("1.37": release.ts), kept so
 //                         that the next agent, before it knows the Node, goes on as that kubelet
 //     generation          the generation the mount serves: its name, and each file's path, mode,
-//                         size and the SHA-256 of its bytes
-//   <key>/<sha256>    the bytes, one file per distinct content: written once, when a generation
-//                     first has them, and removed when no recorded generation has them any more
+//                         size and the SHA-256 of its bytes; and the bytes themselves (base64),
+//                         for a file of up to INLINE_BYTES
+//   <key>/<sha256>    the bytes of each larger file, one file per distinct content: written once,
+//                     when a generation first has them, and removed when no recorded generation
+//                     has them any more
 //
 // The generation is there because the kernel may hold pages, attributes and ids of its files:
 // the next agent must answer for exactly that directory, with exactly those bytes, until the pod
 // says otherwise (then it flips, as ever). A flip that changes one label writes that file's new
 // bytes and a record of paths and hashes, not the whole volume again; a thousand items with the
-// same bytes are one file. The record is replaced atomically (written aside, then renamed) after
+// same bytes are one file. Small files' bytes are in the record: most items are a few bytes (a
+// name, a limit) or a few hundred (labels), and a change of the Node rewrites every volume's
+// record at once. A blob costs the file system a new file and a removed one at each change, which
+// on the node's disk (ext4 here) cost about as much CPU as the rest of the flip; the record is
+// rewritten anyway, and a few hundred bytes more in it cost nothing. The record is replaced atomically (written aside, then renamed) after
 // the bytes it names are written, and bytes are removed only after a record that no longer names
 // them: what is on disk is always whole. A record that cannot be read, or whose bytes are missing
 // or do not match their hashes, is reported and skipped: its volume is then served again only
 // when the kubelet publishes it. Records of the previous format (version 1: the bytes inline, in
-// base64) are still read, so that an upgrade takes its volumes over.
+// base64) and of version 2 (every file's bytes in a blob) are still read, so that an upgrade takes
+// its volumes over.
 //
 // Saves take turns, a few at a time (SAVING): a change of the Node flips every volume of the node
 // at once, and a thousand saves of a dozen file operations each would otherwise fill libuv's
@@ -48,7 +55,7 @@ export interface VolumeRecord {
   generation: Generation
 }
 
-interface StoredFile { path: string; mode: number; size: number; sha256: string }
+interface StoredFile { path: string; mode: number; size: number; sha256: string; data?: string }
 
 interface StoredGeneration {
   name: string
@@ -57,7 +64,9 @@ interface StoredGeneration {
   files: StoredFile[]
 }
 
-const VERSION = 2
+const VERSION = 3
+/** The largest file whose bytes are kept in its record (base64), not in a blob of its own. */
+export const INLINE_BYTES = 512
 /** Saves under way at once. */
 const SAVING = 2
 
@@ -130,12 +139,14 @@ export class VolumeStore {
     const g = r.generation
     const key = this.key(r.target)
     const blobs = path.join(this.dir, key)
-    const files: StoredFile[] = g.projection.files.map((f) => ({ path: f.path, mode: f.mode, size: f.data.length, sha256: sha256(f.data) }))
+    const files: StoredFile[] = g.projection.files.map((f) => ({ path: f.path, mode: f.mode, size: f.data.length, sha256: sha256(f.data),
+      ...(f.data.length <= INLINE_BYTES ? { data: f.data.toString('base64') } : {}) }))
     // The bytes in the target's directory: none until its first save, or a version 1 record's load.
     const before = this.stored.get(r.target)
     if (!before) await mkdir(blobs, { recursive: true, mode: 0o700 })
     const after = new Set<string>()
     for (const [i, f] of files.entries()) {
+      if (f.data !== undefined) continue
       if (before?.has(f.sha256) || after.has(f.sha256)) { after.add(f.sha256); continue }
       await writeFile(path.join(blobs, `${f.sha256}.tmp`), g.projection.files[i]!.data, { mode: 0o600 })
       await rename(path.join(blobs, `${f.sha256}.tmp`), path.join(blobs, f.sha256))
@@ -176,11 +187,11 @@ export class VolumeStore {
     for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
       const file = path.join(this.dir, name)
       try {
-        const [r, version] = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
+        const [r, version, inline] = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
         if (`${this.key(r.target)}.json` !== name) throw new Error('its name is not its target\'s')
         // A version 1 record's bytes were in it, not in the target's directory: its first save
-        // writes them all.
-        if (version === VERSION) this.stored.set(r.target, new Set(r.generation.projection.files.map((f) => sha256(f.data))))
+        // writes them all. Bytes in the record were not read from a blob.
+        if (version !== 1) this.stored.set(r.target, new Set(r.generation.projection.files.filter((f, i) => !inline[i]).map((f) => sha256(f.data))))
         out.push(r)
       } catch (e) {
         bad(file, (e as Error).message)
@@ -189,9 +200,10 @@ export class VolumeStore {
     return out
   }
 
-  private parse(text: string, blobs: string): [VolumeRecord, number] {
+  /** The record, its version, and for each file whether its bytes were in the record. */
+  private parse(text: string, blobs: string): [VolumeRecord, number, boolean[]] {
     const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; kubelet?: unknown; generation?: unknown }
-    if (o.version !== VERSION && o.version !== 1) throw new Error(`version ${String(o.version)}, expected ${VERSION} (or 1)`)
+    if (o.version !== VERSION && o.version !== 2 && o.version !== 1) throw new Error(`version ${String(o.version)}, expected ${VERSION} (or 2, or 1)`)
     const g = o.generation as { name?: unknown; createdMs?: unknown; gid?: unknown; files?: unknown } | undefined
     if (typeof o.volumeId !== 'string' || typeof o.target !== 'string' || !isStringMap(o.volumeContext) ||
       !g || typeof g.name !== 'string' || typeof g.createdMs !== 'number' || !Array.isArray(g.files) ||
@@ -200,7 +212,11 @@ export class VolumeStore {
     }
     const files: ProjectedFile[] = []
     const read = new Map<string, Buffer>()
-    for (const f of g.files as unknown[]) files.push(o.version === 1 ? inlineFile(f) : storedFile(f, blobs, read))
+    const inline: boolean[] = []
+    for (const f of g.files as unknown[]) {
+      inline.push(o.version === 1 || (o.version === VERSION && typeof (f as { data?: unknown } | null)?.data === 'string'))
+      files.push(o.version === 1 ? inlineFile(f) : storedFile(f, blobs, read))
+    }
     return [{
       volumeId: o.volumeId,
       target: o.target,
@@ -208,7 +224,7 @@ export class VolumeStore {
       ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
       ...(typeof o.kubelet === 'string' ? { kubelet: o.kubelet } : {}),
       generation: { name: g.name, createdMs: g.createdMs, projection: { files, ...(g.gid !== undefined ? { gid: g.gid as number } : {}) } },
-    }, o.version]
+    }, o.version, inline]
   }
 }
 
@@ -229,14 +245,21 @@ function inlineFile(f: unknown): ProjectedFile {
   return { path: o.path, mode: o.mode, data: Buffer.from(o.data, 'base64') }
 }
 
-/** A file of a version 2 record: its bytes from the target's directory, checked against its hash. */
+/**
+ * A file of a version 2 or 3 record: its bytes from the record (version 3, a small file) or from
+ * the target's directory, checked against its size and hash either way.
+ */
 function storedFile(f: unknown, blobs: string, read: Map<string, Buffer>): ProjectedFile {
   const o = fileFields(f)
   if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256) || typeof o.size !== 'number') throw new Error(`file ${JSON.stringify(o.path)}: no hash`)
   if (!Number.isSafeInteger(o.size) || o.size < 0) throw new Error(`file ${JSON.stringify(o.path)}: no size`)
   const wrongSize = (): Error => new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its size`)
   let data = read.get(o.sha256)
-  if (data === undefined) {
+  if (typeof o.data === 'string') {
+    data = Buffer.from(o.data, 'base64')
+    if (data.length !== o.size) throw wrongSize()
+    if (sha256(data) !== o.sha256) throw new Error(`file ${JSON.stringify(o.path)}: its bytes do not match its hash`)
+  } else if (data === undefined) {
     try {
       data = readSized(path.join(blobs, o.sha256), o.size)
     } catch (e) {
