@@ -1,7 +1,7 @@
 // The state directory's records, read back as a restarted agent reads them (state.ts): a record
 // whose bytes are not what it names, in size or in content, in a blob or in the record itself, is
 // refused with its reason, never served with other bytes.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -30,10 +30,11 @@ async function loadAfter(t: Test, change?: (blob: string) => void, changeRecord?
   const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-state-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   await new VolumeStore(dir).save(record)
+  t.same(readdirSync(dir).filter((n) => n.endsWith('.json')).map((n) => n.slice(32)), ['.0.json'], 'one record, in its first slot')
   const key = readdirSync(dir).find((n) => !n.endsWith('.json'))!
   t.same(readdirSync(path.join(dir, key)), [hex(files[0]!.data)], 'one blob: the large file\'s bytes, once for the two files that have them')
   change?.(path.join(dir, key, hex(files[0]!.data)))
-  changeRecord?.(path.join(dir, `${key}.json`))
+  changeRecord?.(path.join(dir, `${key}.0.json`))
   const bad: string[] = []
   const records = await new VolumeStore(dir).load((_, why) => bad.push(why))
   return { records, bad }
@@ -88,16 +89,54 @@ t.test('a small file\'s bytes, kept in the record, are checked as a blob\'s are'
   t.match(longer.bad, [/file "meta\/name": its bytes do not match its size/])
 })
 
-t.test('a record of version 2 (every file\'s bytes in a blob) is read, as an upgrade finds it', async (t) => {
+t.test('a record of version 2 (one file, every file\'s bytes in a blob) is read, as an upgrade finds it; its first save moves it', async (t) => {
+  let legacy = ''
   const { records, bad } = await loadAfter(t, undefined, (file) => {
-    const o = JSON.parse(readFileSync(file, 'utf8')) as { version: number; generation: { files: { sha256: string; data?: string }[] } }
+    const o = JSON.parse(readFileSync(file, 'utf8')) as { version: number; seq?: number; generation: { files: { sha256: string; data?: string }[] } }
     o.version = 2
+    delete o.seq
     for (const f of o.generation.files) {
-      if (f.data !== undefined) writeFileSync(path.join(file.slice(0, -'.json'.length), f.sha256), Buffer.from(f.data, 'base64'))
+      if (f.data !== undefined) writeFileSync(path.join(file.slice(0, -'.0.json'.length), f.sha256), Buffer.from(f.data, 'base64'))
       delete f.data
     }
-    writeFileSync(file, JSON.stringify(o))
+    legacy = file.replace(/\.0\.json$/, '.json')
+    writeFileSync(legacy, JSON.stringify(o))
+    rmSync(file)
   })
   t.same(bad, [])
   t.same(records[0]!.generation.projection.files.map((f) => [f.path, f.data.toString()]), files.map((f) => [f.path, f.data.toString()]))
+  const store = new VolumeStore(path.dirname(legacy))
+  await store.load(() => {})
+  await store.save(record)
+  t.notOk(existsSync(legacy), 'the record of version 2 is gone')
+  t.ok(existsSync(legacy.replace(/\.json$/, '.0.json')), 'the record is in its first slot')
+})
+
+t.test('saves take the two slots in turn; a slot torn by a kill leaves the record before it', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'dapifs-state-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const gens = new Generations()
+  const at = (labels: string): VolumeRecord => ({ ...record, generation: gens.create({ files: [{ path: 'labels', mode: 0o644, data: Buffer.from(labels) }] }) })
+  const store = new VolumeStore(dir)
+  const first = at('app="one"')
+  const second = at('app="two"')
+  const third = at('app="three"')
+  for (const r of [first, second, third]) await store.save(r)
+  const slots = readdirSync(dir).filter((n) => n.endsWith('.json')).sort()
+  t.same(slots.map((n) => n.slice(32)), ['.0.json', '.1.json'])
+  const load = async (): Promise<{ names: string[]; bad: string[] }> => {
+    const bad: string[] = []
+    const names = (await new VolumeStore(dir).load((_, why) => bad.push(why))).map((r) => r.generation.name)
+    return { names, bad }
+  }
+  t.same(await load(), { names: [third.generation.name], bad: [] }, 'the newest: the third, in slot 0')
+  // Killed in the middle of the fourth save's one write: slot 1, which held the second, is torn.
+  const fourth = at('app="four"')
+  const text = readFileSync(path.join(dir, slots[0]!), 'utf8')
+  writeFileSync(path.join(dir, slots[1]!), text.replace(third.generation.name, fourth.generation.name).replace('"seq":3', '"seq":4').slice(0, 100))
+  t.same(await load(), { names: [third.generation.name], bad: [] }, 'the one before it is read, and nothing is said of the torn one')
+  truncateSync(path.join(dir, slots[0]!), 10)
+  const both = await load()
+  t.same(both.names, [], 'both torn: nothing to serve')
+  t.equal(both.bad.length, 2, 'and both said')
 })

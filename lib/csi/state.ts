@@ -2,7 +2,9 @@
 // upgrade, a crash, a kill) can serve it again: in the state directory (by default beside the CSI
 // socket, in the kubelet's plugin directory), per target,
 //
-//   <key>.json        the record: small, rewritten at publish and at every flip
+//   <key>.0.json, <key>.1.json   the record, in two slots written in turn: small, rewritten at
+//                                publish and at every flip
+//     seq                 which slot is the newer: the larger
 //     volumeId, target    the publish call's
 //     volumeContext       the publish call's volume_context: the items and the pod's identity
 //     seen                when the agent first saw the pod (its kubernetes.io/config.seen), kept
@@ -20,27 +22,32 @@
 // the next agent must answer for exactly that directory, with exactly those bytes, until the pod
 // says otherwise (then it flips, as ever). A flip that changes one label writes that file's new
 // bytes and a record of paths and hashes, not the whole volume again; a thousand items with the
-// same bytes are one file. Small files' bytes are in the record: most items are a few bytes (a
-// name, a limit) or a few hundred (labels), and a change of the Node rewrites every volume's
-// record at once. A blob costs the file system a new file and a removed one at each change, which
-// on the node's disk (ext4 here) cost about as much CPU as the rest of the flip; the record is
-// rewritten anyway, and a few hundred bytes more in it cost nothing. The record is replaced atomically (written aside, then renamed) after
-// the bytes it names are written, and bytes are removed only after a record that no longer names
-// them: what is on disk is always whole. A record that cannot be read, or whose bytes are missing
-// or do not match their hashes, is reported and skipped: its volume is then served again only
-// when the kubelet publishes it. Records of the previous format (version 1: the bytes inline, in
-// base64) and of version 2 (every file's bytes in a blob) are still read, so that an upgrade takes
-// its volumes over.
+// same bytes are one file.
 //
-// Saves take turns, a few at a time (SAVING): a change of the Node flips every volume of the node
-// at once, and a thousand saves of a dozen file operations each would otherwise fill libuv's
-// thread pool, where the flips' own steps (flip.ts) wait their turn behind them. A volume's first
-// save (its publish, which answers the kubelet only once its record is on disk) goes before the
-// others.
+// What a save costs the file system is what a change of the Node costs the agent, which saves a
+// thousand records at once, on the node's own disk. A new file and a rename over the old one (the
+// usual atomic replace) cost ext4 here about 1 ms each, most of it the flush that ext4 starts when
+// a file is renamed over another (auto_da_alloc), where overwriting a file in place costs 17 µs.
+// So a record is overwritten in place, in the slot that does not hold the newest record: a kill in
+// the middle of a write (it is one write) tears that slot only, and the next agent reads the other,
+// the record before. And small files' bytes are in the record itself: most items are a few bytes
+// (a name, a limit) or a few hundred (labels), and a blob of their own would cost a new file and a
+// removed one at every change. Saves are synchronous: a handful of system calls cost less than a
+// trip through libuv's thread pool each, which a thousand saves of a dozen operations filled, the
+// flips' own notifications waiting behind them.
+//
+// The bytes a record names are written before it, and removed only after a record that no longer
+// names them: what is on disk is always whole. A blob is written under its final name (its hash):
+// one torn by a kill is named by no record yet, and is written again. A record that cannot be
+// read, or whose bytes are missing or do not match their size and hash, is reported and skipped:
+// its volume is then served again only when the kubelet publishes it. Records of earlier formats
+// (one file, <key>.json: version 1, the bytes inline in base64; version 2, every file's bytes in
+// a blob) are still read, so that an upgrade takes its volumes over; the first save moves them to
+// the slots.
 
 import crypto, { createHash } from 'node:crypto'
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs'
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import createDebug from 'debug'
+import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import path from 'node:path'
 import type { Generation } from '../volume/generation.js'
 import type { ProjectedFile } from '../volume/projection.js'
@@ -64,11 +71,15 @@ interface StoredGeneration {
   files: StoredFile[]
 }
 
+const log = createDebug('dapifs:csi:state')
+
 const VERSION = 3
+/** A record's file: <key>.0.json or <key>.1.json (version 3), or <key>.json (an earlier one). */
+const RECORD_FILE = /^([0-9a-f]{32})(?:\.[01])?\.json$/
+
+interface Parsed { record: VolumeRecord; version: number; seq: number; inline: boolean[]; slot: number }
 /** The largest file whose bytes are kept in its record (base64), not in a blob of its own. */
 export const INLINE_BYTES = 512
-/** Saves under way at once. */
-const SAVING = 2
 
 /** Each buffer's hash, computed once however many records name it. */
 const hashes = new WeakMap<Buffer, string>()
@@ -105,9 +116,8 @@ function readSized(file: string, size: number): Buffer {
 export class VolumeStore {
   /** The hashes each target's directory holds, as this process wrote or read them. */
   private readonly stored = new Map<string, Set<string>>()
-  private saving = 0
-  /** Saves waiting for their turn: first saves at the front. */
-  private readonly turns: (() => void)[] = []
+  /** Each target's newest record: its slot and seq. */
+  private readonly newest = new Map<string, { slot: number; seq: number }>()
 
   constructor(readonly dir: string) {}
 
@@ -115,57 +125,46 @@ export class VolumeStore {
     return createHash('sha256').update(target).digest('hex').slice(0, 32)
   }
 
-  /** Waits for a turn to save (SAVING at once); first saves go ahead of the others. */
-  private async turn(first: boolean): Promise<() => void> {
-    if (this.saving >= SAVING) await new Promise<void>((resolve) => (first ? this.turns.unshift(resolve) : this.turns.push(resolve)))
-    else this.saving++
-    return () => {
-      const next = this.turns.shift()
-      if (next) next() // the turn passes on
-      else this.saving--
-    }
-  }
-
+  /** Records a volume (synchronously: the header says why); throws if it cannot. */
   async save(r: VolumeRecord): Promise<void> {
-    const done = await this.turn(!this.stored.has(r.target))
-    try {
-      await this.write(r)
-    } finally {
-      done()
-    }
+    this.write(r)
   }
 
-  private async write(r: VolumeRecord): Promise<void> {
+  private write(r: VolumeRecord): void {
     const g = r.generation
     const key = this.key(r.target)
     const blobs = path.join(this.dir, key)
     const files: StoredFile[] = g.projection.files.map((f) => ({ path: f.path, mode: f.mode, size: f.data.length, sha256: sha256(f.data),
       ...(f.data.length <= INLINE_BYTES ? { data: f.data.toString('base64') } : {}) }))
-    // The bytes in the target's directory: none until its first save, or a version 1 record's load.
-    const before = this.stored.get(r.target)
-    if (!before) await mkdir(blobs, { recursive: true, mode: 0o700 })
+    const before = this.stored.get(r.target) ?? new Set<string>()
     const after = new Set<string>()
     for (const [i, f] of files.entries()) {
       if (f.data !== undefined) continue
-      if (before?.has(f.sha256) || after.has(f.sha256)) { after.add(f.sha256); continue }
-      await writeFile(path.join(blobs, `${f.sha256}.tmp`), g.projection.files[i]!.data, { mode: 0o600 })
-      await rename(path.join(blobs, `${f.sha256}.tmp`), path.join(blobs, f.sha256))
+      if (!before.has(f.sha256) && !after.has(f.sha256)) {
+        mkdirSync(blobs, { recursive: true, mode: 0o700 }) // rare: a large file's new bytes
+        writeBlob(path.join(blobs, f.sha256), g.projection.files[i]!.data)
+      }
       after.add(f.sha256)
     }
+    const last = this.newest.get(r.target)
+    if (!last) mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    const next = { slot: last ? 1 - last.slot : 0, seq: (last?.seq ?? 0) + 1 }
     const generation: StoredGeneration = { name: g.name, createdMs: g.createdMs, ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}), files }
-    const text = JSON.stringify({ version: VERSION, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, kubelet: r.kubelet, generation })
-    const file = path.join(this.dir, `${key}.json`)
-    await writeFile(`${file}.tmp`, text, { mode: 0o600 })
-    await rename(`${file}.tmp`, file)
+    const text = JSON.stringify({ version: VERSION, seq: next.seq, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, kubelet: r.kubelet, generation })
+    overwrite(path.join(this.dir, `${key}.${next.slot}.json`), text)
+    this.newest.set(r.target, next)
+    // A record of an earlier format, now older than the slots.
+    if (!last) rmSync(path.join(this.dir, `${key}.json`), { force: true })
     this.stored.set(r.target, after)
-    for (const h of before ?? []) if (!after.has(h)) await rm(path.join(blobs, h), { force: true })
+    for (const h of before) if (!after.has(h)) rmSync(path.join(blobs, h), { force: true })
   }
 
   async remove(target: string): Promise<void> {
     const key = this.key(target)
-    await rm(path.join(this.dir, `${key}.json`), { force: true })
-    await rm(path.join(this.dir, key), { recursive: true, force: true })
+    for (const name of [`${key}.0.json`, `${key}.1.json`, `${key}.json`]) rmSync(path.join(this.dir, name), { force: true })
+    rmSync(path.join(this.dir, key), { recursive: true, force: true })
     this.stored.delete(target)
+    this.newest.delete(target)
   }
 
   /**
@@ -183,27 +182,51 @@ export class VolumeStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []
       throw e
     }
+    // Each target's files: its two slots, or a record of an earlier format.
+    const byKey = new Map<string, string[]>()
+    for (const name of names.sort()) {
+      const m = RECORD_FILE.exec(name)
+      if (!m) continue
+      if (!byKey.has(m[1]!)) byKey.set(m[1]!, [])
+      byKey.get(m[1]!)!.push(name)
+    }
     const out: VolumeRecord[] = []
-    for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
-      const file = path.join(this.dir, name)
-      try {
-        const [r, version, inline] = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, name.slice(0, -'.json'.length)))
-        if (`${this.key(r.target)}.json` !== name) throw new Error('its name is not its target\'s')
-        // A version 1 record's bytes were in it, not in the target's directory: its first save
-        // writes them all. Bytes in the record were not read from a blob.
-        if (version !== 1) this.stored.set(r.target, new Set(r.generation.projection.files.filter((f, i) => !inline[i]).map((f) => sha256(f.data))))
-        out.push(r)
-      } catch (e) {
-        bad(file, (e as Error).message)
+    for (const [key, files] of byKey) {
+      const read: Parsed[] = []
+      const failed: [string, string][] = []
+      for (const name of files) {
+        const file = path.join(this.dir, name)
+        try {
+          const p = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, key))
+          if (this.key(p.record.target) !== key) throw new Error('its name is not its target\'s')
+          if ((p.version === VERSION) !== (name !== `${key}.json`)) throw new Error(`version ${p.version} in ${name}`)
+          read.push({ ...p, slot: name === `${key}.1.json` ? 1 : 0 })
+        } catch (e) {
+          failed.push([file, (e as Error).message])
+        }
       }
+      // The newest that reads whole: a slot torn by a kill leaves the record before it.
+      const p = read.sort((x, y) => y.seq - x.seq)[0]
+      if (!p) {
+        for (const [file, why] of failed) bad(file, why)
+        continue
+      }
+      if (failed.length > 0) log('%s: the newest record is not whole (%s); the one before is read', key, failed.map(([, why]) => why).join('; '))
+      const r = p.record
+      // A version 1 record's bytes were in it, not in the target's directory: its first save
+      // writes them all. Bytes in the record were not read from a blob.
+      if (p.version !== 1) this.stored.set(r.target, new Set(r.generation.projection.files.filter((f, i) => !p.inline[i]).map((f) => sha256(f.data))))
+      if (p.version === VERSION) this.newest.set(r.target, { slot: p.slot, seq: p.seq })
+      out.push(r)
     }
     return out
   }
 
-  /** The record, its version, and for each file whether its bytes were in the record. */
-  private parse(text: string, blobs: string): [VolumeRecord, number, boolean[]] {
-    const o = JSON.parse(text) as { version?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; kubelet?: unknown; generation?: unknown }
+  /** A record file's record, its version and seq, and for each file whether its bytes were in the record. */
+  private parse(text: string, blobs: string): Omit<Parsed, 'slot'> {
+    const o = JSON.parse(text) as { version?: unknown; seq?: unknown; volumeId?: unknown; target?: unknown; volumeContext?: unknown; seen?: unknown; kubelet?: unknown; generation?: unknown }
     if (o.version !== VERSION && o.version !== 2 && o.version !== 1) throw new Error(`version ${String(o.version)}, expected ${VERSION} (or 2, or 1)`)
+    if (o.version === VERSION && (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq))) throw new Error('no seq')
     const g = o.generation as { name?: unknown; createdMs?: unknown; gid?: unknown; files?: unknown } | undefined
     if (typeof o.volumeId !== 'string' || typeof o.target !== 'string' || !isStringMap(o.volumeContext) ||
       !g || typeof g.name !== 'string' || typeof g.createdMs !== 'number' || !Array.isArray(g.files) ||
@@ -217,14 +240,47 @@ export class VolumeStore {
       inline.push(o.version === 1 || (o.version === VERSION && typeof (f as { data?: unknown } | null)?.data === 'string'))
       files.push(o.version === 1 ? inlineFile(f) : storedFile(f, blobs, read))
     }
-    return [{
+    const record: VolumeRecord = {
       volumeId: o.volumeId,
       target: o.target,
       volumeContext: o.volumeContext,
       ...(typeof o.seen === 'string' ? { seen: o.seen } : {}),
       ...(typeof o.kubelet === 'string' ? { kubelet: o.kubelet } : {}),
       generation: { name: g.name, createdMs: g.createdMs, projection: { files, ...(g.gid !== undefined ? { gid: g.gid as number } : {}) } },
-    }, o.version, inline]
+    }
+    return { record, version: o.version, seq: o.version === VERSION ? o.seq as number : 0, inline }
+  }
+}
+
+/**
+ * Overwrites a record file in place, with one write (the header says why not a rename): only the
+ * slot that does not hold the newest record is written, so a kill in the middle tears that one.
+ */
+function overwrite(file: string, text: string): void {
+  const data = Buffer.from(text)
+  let fd: number
+  try {
+    fd = openSync(file, 'r+')
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+    fd = openSync(file, 'wx', 0o600)
+  }
+  try {
+    let n = 0
+    while (n < data.length) n += writeSync(fd, data, n, data.length - n, n)
+    ftruncateSync(fd, data.length)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** A blob, under its final name; one left torn by a kill (named by no record yet) is written over. */
+function writeBlob(file: string, data: Buffer): void {
+  try {
+    writeFileSync(file, data, { mode: 0o600, flag: 'wx' })
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+    writeFileSync(file, data, { mode: 0o600 })
   }
 }
 
