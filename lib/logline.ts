@@ -74,10 +74,26 @@ export function jsonLine(message: string, fields: LineFields = {}, time: Date = 
   return JSON.stringify(obj).replace(SEPARATORS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
-/** A Say that writes to stderr in `format`; text lines start with `prefix`. */
+/**
+ * A Say that writes to stderr in `format`; text lines start with `prefix`. The lines of one turn of
+ * the event loop go out in one write, at its end (or at the process's exit): a change of the Node
+ * says a line for each of a thousand volumes, and stderr is a pipe, written synchronously, a system
+ * call a line. A SIGKILL loses the lines of the turn it ends.
+ */
 export function stderrSay(format: LogFormat, prefix: string): Say {
   const text = format === 'json' ? (line: string, fields?: LineFields): string => `${jsonLine(line, fields)}\n` : (line: string): string => `${prefix}${oneLine(line)}\n`
-  const say: Say = (line, fields) => { process.stderr.write(text(line, fields)) }
-  say.many = (lines) => { process.stderr.write(lines.map(([line, fields]) => text(line, fields)).join('')) }
+  let pending = ''
+  const flush = (): void => {
+    const out = pending
+    pending = ''
+    if (out) process.stderr.write(out)
+  }
+  process.on('exit', flush)
+  const add = (s: string): void => {
+    if (pending === '') setImmediate(flush)
+    pending += s
+  }
+  const say: Say = (line, fields) => add(text(line, fields))
+  say.many = (lines) => add(lines.map(([line, fields]) => text(line, fields)).join(''))
   return say
 }

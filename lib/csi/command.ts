@@ -108,7 +108,7 @@ export async function csiCommand(flags: CsiFlags): Promise<number> {
     return await run(flags)
   } catch (e) {
     const { line, code } = failure(e)
-    process.stderr.write(`${jsonLine(line, { level: 'error' })}\n`)
+    say(line, { level: 'error' }) // after the lines said before it
     return code
   }
 }
