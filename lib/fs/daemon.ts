@@ -80,6 +80,7 @@ export class Daemon implements PodSink, KubeSink {
       },
       invalidate: (names) => this.mount.invalidate(names),
       relisted: () => this.mount.invalidateListing(),
+      mayHoldAbsent: (name) => this.mount.mayHoldAbsent(name),
     })
     // With fuse-native's prebuilt libfuse 2 addon, a rename over ..data fails readers (ENOENT):
     // flips then happen inside the daemon, unseen by inotify (serve.ts says so).

@@ -25,10 +25,11 @@
 // handlers accept as they accept the other steps (root only, as the kubelet; a failed one is
 // logged and the flip goes on).
 //
-// Each call is asynchronous (fs/promises): the request comes back to this process's FUSE
-// handlers while the call waits on a libuv thread. A synchronous call would deadlock. The
-// handlers accept exactly the one operation pending here (same op, same paths, same target)
-// and apply it to the tree; every other mutation, from anyone, still gets EROFS.
+// The calls are made on threads of their own (native/vfs-steps.ts; the symlink and the rename in
+// one go): each request comes back to this process's FUSE handlers while the call waits. A
+// synchronous call from Node's thread would deadlock. The handlers accept exactly the next
+// operation pending here (same op, same paths, same target), in order, and apply it to the tree;
+// every other mutation, from anyone, still gets EROFS.
 //
 // The rename cannot fail a reader. With libfuse 3 (lib/native/), the kernel caches each
 // link's target, so a reader that resolved the old ..data a moment before reads its target from
@@ -40,10 +41,10 @@
 // completes inside the daemon instead (tree.flip), and that is logged. ..data is replaced in
 // one step either way, so readers never find it missing. A flip inside the daemon (that, and
 // --no-inotify) then tells the kernel to drop its entries for ..data and the names that went or
-// came (invalidate), and the root's listing it keeps (relisted), and counts as done once the kernel has that: the very next open reads the new
-// generation. Names the kernel holds as absent (mount.ts) are replaced by the VFS steps
+// came (invalidate), and the root's listing it keeps (relisted), and counts as done once the
+// kernel has that: the very next open reads the new generation. Names the kernel holds as absent (mount.ts) are replaced by the VFS steps
 // themselves; a new generation's directory, which appears inside the daemon, is invalidated
-// before ..data_tmp points at it.
+// before ..data_tmp points at it, if a lookup of its name was answered absent (mount.ts).
 //
 // Flips run one at a time. Requests that arrive meanwhile coalesce: only the latest is flipped to.
 
@@ -51,7 +52,7 @@ import path from 'node:path'
 import createDebug from 'debug'
 import type { Generation } from '../volume/generation.js'
 import type { Tree } from './tree.js'
-import { vfsSteps } from '../native/vfs-steps.js'
+import { vfsSteps, type VfsStep } from '../native/vfs-steps.js'
 
 const log = createDebug('dapifs:flip')
 
@@ -79,12 +80,18 @@ export interface FlipperOptions {
   invalidate(names: string[]): Promise<void>
   /** The root's entries changed inside the daemon: the kernel must drop the listing it keeps. Resolves once it has. */
   relisted(): Promise<void>
+  /** Whether the kernel may hold a root name as absent, so that it must be told before the name appears (yes if not given). */
+  mayHoldAbsent?(name: string): boolean
   /** A step failed and the flip was completed in the daemon (said once per distinct reason). */
   fellBack(reason: string): void
 }
 
+/** A step of a flip: the mutation the handlers are to accept, what it does to the tree, the call that makes it. */
+interface Step { m: Mutation; apply: () => void; vfs: VfsStep }
+
 export class Flipper {
-  private pending: { m: Mutation; apply: () => void; done: boolean } | undefined
+  /** The steps under way, in order: accept() takes the first not yet done. */
+  private pending: Array<Step & { done: boolean }> | undefined
   private wanted: Generation | undefined
   private running: Promise<void> | undefined
   /** Whether the mount is up: before it is, flips happen in the daemon. */
@@ -100,8 +107,8 @@ export class Flipper {
 
   /** The FUSE handlers ask: is this mutation ours? If so it is applied, and they answer 0. */
   accept(m: Mutation): boolean {
-    const p = this.pending
-    if (!p || p.done || !same(p.m, m)) {
+    const p = this.pending?.find((s) => !s.done)
+    if (!p || !same(p.m, m)) {
       log('refused %j', m)
       return false
     }
@@ -146,21 +153,36 @@ export class Flipper {
     return path.join(this.mountpoint, p)
   }
 
-  /** One step through the VFS, which the tree must take (accept()); throws if it doesn't. */
-  private async step(m: Mutation, apply: () => void, call: () => Promise<void>): Promise<void> {
-    const p = { m, apply, done: false }
-    this.pending = p
+  /**
+   * Steps through the VFS, one after another in one call (vfs-steps.ts), each of which the tree
+   * must take (accept()); throws if one is not taken.
+   */
+  private async steps(list: Step[]): Promise<void> {
+    const queue = list.map((s) => ({ ...s, done: false }))
+    this.pending = queue
     let timer: NodeJS.Timeout | undefined
+    const timedOut = new Error('timed out')
+    const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(timedOut), STEP_MS * list.length) })
     try {
-      await Promise.race([call(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('timed out')), STEP_MS) })])
-    } catch (e) {
-      if (!p.done) throw e
-      // Applied, but the call still failed (the kernel's follow-up lookup, say): the tree is right.
+      let from = 0
+      while (from < queue.length) {
+        try {
+          await Promise.race([vfsSteps(queue.slice(from).map((s) => s.vfs)), timeout])
+          from = queue.length
+        } catch (e) {
+          const at = from + ((e as { step?: number }).step ?? 0)
+          if (e === timedOut || !queue[at]!.done) throw e
+          // Applied, but the call still failed (the kernel's follow-up lookup, say): the tree is
+          // right, and the steps after it were not made.
+          from = at + 1
+        }
+      }
     } finally {
       clearTimeout(timer)
       this.pending = undefined
     }
-    if (!p.done) throw new Error(`${m.op} succeeded without reaching the daemon`)
+    const missed = queue.find((s) => !s.done)
+    if (missed) throw new Error(`${missed.m.op} succeeded without reaching the daemon`)
   }
 
   /** The whole flip inside the daemon; the kernel is told what changed. */
@@ -197,19 +219,19 @@ export class Flipper {
     const t0 = performance.now()
     tree.stage(gen)
     // The kernel may hold the new directory's name as absent, if a reader guessed it: it must not.
-    await this.opts.invalidate([gen.name])
+    // The mount knows whether one did (lib/native/absent-names.c); nearly always not.
+    if (this.opts.mayHoldAbsent?.(gen.name) ?? true) await this.opts.invalidate([gen.name])
     if (!this.linksAfterRename && !(await this.addLinks(tree.wantedLinks(gen)))) {
       this.opts.flipped(gen)
       return
     }
     if (this.linkChown === 'before-rename') await this.chownLinks(gen)
     try {
-      await this.step({ op: 'symlink', target: gen.name, path: '/..data_tmp' }, () => tree.setTmp(gen.name),
-        () => vfsSteps.symlink(gen.name, this.at('..data_tmp')))
-      const t1 = performance.now()
-      await this.step({ op: 'rename', from: '/..data_tmp', to: '/..data' }, () => tree.commit(),
-        () => vfsSteps.rename(this.at('..data_tmp'), this.at('..data')))
-      log('%s: symlink %s ms, rename %s ms', gen.name, (t1 - t0).toFixed(2), (performance.now() - t1).toFixed(2))
+      await this.steps([
+        { m: { op: 'symlink', target: gen.name, path: '/..data_tmp' }, apply: () => tree.setTmp(gen.name), vfs: { op: 'symlink', target: gen.name, path: this.at('..data_tmp') } },
+        { m: { op: 'rename', from: '/..data_tmp', to: '/..data' }, apply: () => tree.commit(), vfs: { op: 'rename', from: this.at('..data_tmp'), to: this.at('..data') } },
+      ])
+      log('%s: symlink and rename %s ms', gen.name, (performance.now() - t0).toFixed(2))
     } catch (e) {
       await this.flipInDaemon(gen)
       this.opts.fellBack(`the flip through the VFS failed (${why(e)}); flipped inside the daemon, unseen by inotify`)
@@ -221,7 +243,7 @@ export class Flipper {
       try {
         for (const name of tree.linkNames()) {
           if (wanted.has(name)) continue
-          await this.step({ op: 'unlink', path: `/${name}` }, () => tree.removeLink(name), () => vfsSteps.unlink(this.at(name)))
+          await this.steps([{ m: { op: 'unlink', path: `/${name}` }, apply: () => tree.removeLink(name), vfs: { op: 'unlink', path: this.at(name) } }])
         }
       } catch (e) {
         await this.linksInDaemon(e)
@@ -245,7 +267,7 @@ export class Flipper {
     for (const name of ['..data', ...this.tree.linkNames()].sort()) {
       if (!this.tree.lookup(`/${name}`)) continue
       try {
-        await this.step({ op: 'chown', path: `/${name}`, gid }, () => {}, () => vfsSteps.chgrp(this.at(name), gid))
+        await this.steps([{ m: { op: 'chown', path: `/${name}`, gid }, apply: () => {}, vfs: { op: 'chgrp', path: this.at(name), gid } }])
       } catch (e) {
         log('lchown %s: %s', name, why(e))
       }
@@ -259,8 +281,8 @@ export class Flipper {
     try {
       for (const name of wanted) {
         if (have.includes(name)) continue
-        await this.step({ op: 'symlink', target: `..data/${name}`, path: `/${name}` }, () => tree.addLink(name),
-          () => vfsSteps.symlink(`..data/${name}`, this.at(name)))
+        await this.steps([{ m: { op: 'symlink', target: `..data/${name}`, path: `/${name}` }, apply: () => tree.addLink(name),
+          vfs: { op: 'symlink', target: `..data/${name}`, path: this.at(name) } }])
       }
       return true
     } catch (e) {

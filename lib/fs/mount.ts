@@ -26,7 +26,8 @@
 // the thread that serves every volume busy. A name can only appear in a generation directory that
 // is new (its contents never change), or at the top, through a flip: the VFS steps of a flip
 // replace the kernel's negative entries themselves, and flip.ts invalidates what a flip inside
-// the daemon adds, and each new generation's name before it is linked.
+// the daemon adds, and each new generation's name before it is linked, if a lookup of it was
+// answered absent (the native layer keeps which: lib/native/absent-names.c).
 //
 // Reads come by path, with no file handle. A file held open reads its generation's bytes from
 // the kernel's pages; if those are evicted, the read reaches us by path, and the tree still has
@@ -235,6 +236,15 @@ export class Mount {
    */
   async invalidate(names: string[]): Promise<void> {
     await Promise.all(names.map((name) => this.notify((cb) => this.fuse!.invalidateRootEntry(name, cb), `forgetting ${name}`)))
+  }
+
+  /**
+   * Whether the kernel may hold a root name as absent (a negative entry), and must be told before
+   * the name appears: a lookup of it was answered so, or is under way. Yes unless the native layer
+   * knows otherwise.
+   */
+  mayHoldAbsent(name: string): boolean {
+    return !this.live || !nativeLayer() || this.fuse!.mayHoldAbsent(name)
   }
 
   /**

@@ -21,6 +21,7 @@ export interface Native {
   fuse_native_unmount(mnt: string, thread: Buffer): void
   fuse_native_invalidate_root_entry(thread: Buffer, name: string, cb: (res: number) => void): void
   fuse_native_invalidate_root_listing(thread: Buffer, cb: (res: number) => void): void
+  fuse_native_may_hold_absent(thread: Buffer, name: string): boolean
   fuse_native_conn_info(thread: Buffer): [number, number, number]
   fuse_native_session_fd(thread: Buffer): number
   fuse_native_detach(thread: Buffer): void
@@ -28,7 +29,7 @@ export interface Native {
   fuse_native_keeper_put(sock: string, key: string, fd: number): void
   fuse_native_keeper_drop(sock: string, key: string): void
   fuse_native_keeper_take(sock: string): Array<{ key: string; fd: number }>
-  fuse_native_vfs_step(op: number, a: string, b: string | undefined, gid: number, cb: (errno: number) => void): void
+  fuse_native_vfs_steps(steps: Array<[number, string, string | undefined, number]>, cb: (errno: number, index: number) => void): void
 }
 
 const dir = path.dirname(createRequire(import.meta.url).resolve('fuse-native/package.json'))

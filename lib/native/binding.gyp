@@ -14,6 +14,7 @@
     "sources": [
       "fuse-native.c",
       "node-table.c",
+      "absent-names.c",
       "keeper-client.c",
       "keeper-wire.c",
       "pool.c",

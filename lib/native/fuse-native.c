@@ -56,6 +56,8 @@
 //   mount's root, written from libuv's thread pool. The kernel keeps the entries it has looked up
 //   until memory runs short, and the node table keeps a node for each; dapifs calls this for
 //   each generation directory it drops, so both are freed.
+// - fuse_native_may_hold_absent(thread, name): whether the kernel may hold a root name as absent
+//   (absent-names.c), for a flip to tell it otherwise only if so.
 // - fuse_native_invalidate_root_listing(thread, cb): FUSE_NOTIFY_INVAL_INODE for the root, the
 //   same way: the kernel drops the root's attributes and the listing it keeps (ll_opendir), after
 //   the root changed inside the daemon.
@@ -103,6 +105,7 @@
 #include "keeper-client.h"
 #include "vfs-steps.h"
 #include "node-table.h"
+#include "absent-names.h"
 #include "pool.h"
 
 _Static_assert(NT_ROOT_ID == FUSE_ROOT_ID, "the node table's root is the kernel's");
@@ -226,6 +229,8 @@ typedef struct fuse_thread_s {
 
   // What the kernel's node ids stand for (node-table.h).
   node_table_t nodes;
+  // Root names the kernel may hold as absent (absent-names.h), for the flips.
+  absent_names_t absent;
   // Directory handles given out by opendir (fi->fh), for checking an fh before using it.
   pthread_mutex_t dirh_mut;
   struct fuse_native_dirh_s *dirhs;
@@ -884,8 +889,9 @@ static char *join_path (const char *parent, const char *name) {
 #define HAS(op) (ft->implemented[op_##op])
 
 // Replies the entry for `path` (after a lookup, or a create of any kind): getattr, then the id
-// from the stat, counted as one more lookup.
-static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path, struct fuse_file_info *fi) {
+// from the stat, counted as one more lookup. 1 if it replied that the name is absent, for
+// negative_timeout (a negative entry); else 0.
+static int ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path, struct fuse_file_info *fi) {
   struct stat st;
   memset(&st, 0, sizeof(st));
   int res = fuse_native_getattr(path, &st);
@@ -895,10 +901,10 @@ static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path,
       memset(&e, 0, sizeof(e));
       e.entry_timeout = ft->negative_timeout;
       fuse_reply_entry(req, &e);
-      return;
+      return 1;
     }
     fuse_reply_err(req, -res);
-    return;
+    return 0;
   }
   uint64_t id = nt_ref(&ft->nodes, path, st.st_ino, 1, 0);
   struct fuse_entry_param e;
@@ -911,6 +917,7 @@ static void ll_reply_entry (fuse_req_t req, fuse_thread_t *ft, const char *path,
   e.entry_timeout = ft->entry_timeout;
   int sent = fi != NULL ? fuse_reply_create(req, &e, fi) : fuse_reply_entry(req, &e);
   if (sent != 0) nt_forget(&ft->nodes, id, 1); // the request was interrupted: the kernel has no such lookup
+  return 0;
 }
 
 static void ll_init (void *userdata, struct fuse_conn_info *conn) {
@@ -927,7 +934,10 @@ static void ll_init (void *userdata, struct fuse_conn_info *conn) {
 static void ll_lookup (fuse_req_t req, fuse_ino_t parent, const char *name) {
   LL_BEGIN(req)
   LL_CHILD(req, parent, name, path)
-  ll_reply_entry(req, ft, path, NULL);
+  int root = parent == FUSE_ROOT_ID && ft->negative_timeout > 0;
+  if (root) absent_asking(&ft->absent, name);
+  int absent = ll_reply_entry(req, ft, path, NULL);
+  if (root) absent_answered(&ft->absent, name, absent, ft->negative_timeout);
   free(path);
 }
 
@@ -1677,6 +1687,7 @@ NAPI_METHOD(fuse_native_mount) {
   }
 
   nt_init(&ft->nodes);
+  absent_init(&ft->absent);
   pthread_mutex_init(&ft->dirh_mut, NULL);
   pthread_mutex_init(&ft->se_mut, NULL);
   ft->dirhs = NULL;
@@ -1711,6 +1722,8 @@ NAPI_METHOD(fuse_native_mount) {
     // generation it had staged, say, which this one never knew. Taken here, before any request is
     // read; the notification waits for no lock.
     fuse_lowlevel_notify_inval_inode(se, FUSE_ROOT_ID, 0, 0);
+    // And it may hold names as absent that the dead process answered so.
+    absent_any(&ft->absent, ft->negative_timeout);
   }
 
   // The JS objects the handlers need, held until the session ends (release_ended): before the
@@ -1801,6 +1814,19 @@ NAPI_METHOD(fuse_native_invalidate_root_entry) {
   return NULL;
 }
 
+// Whether the kernel may hold a root name as absent (absent-names.c): if not, a flip that makes
+// that name need not tell the kernel to drop it.
+NAPI_METHOD(fuse_native_may_hold_absent) {
+  NAPI_ARGV(2)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  char name[4096];
+  size_t len;
+  napi_get_value_string_utf8(env, argv[1], name, sizeof(name), &len);
+  napi_value out;
+  napi_get_boolean(env, absent_may_hold(&ft->absent, name), &out);
+  return out;
+}
+
 NAPI_METHOD(fuse_native_invalidate_root_listing) {
   NAPI_ARGV(2)
   NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
@@ -1887,6 +1913,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_unmount)
   NAPI_EXPORT_FUNCTION(fuse_native_invalidate_root_entry)
   NAPI_EXPORT_FUNCTION(fuse_native_invalidate_root_listing)
+  NAPI_EXPORT_FUNCTION(fuse_native_may_hold_absent)
   NAPI_EXPORT_FUNCTION(fuse_native_conn_info)
   NAPI_EXPORT_FUNCTION(fuse_native_session_fd)
   NAPI_EXPORT_FUNCTION(fuse_native_detach)

@@ -9,7 +9,7 @@
 //   uses them as node ids;
 // - unmounting runs fusermount without a shell: fuse-native's runs `fusermount -uz "MNT"`
 //   through one, and a mountpoint's name is not ours to trust (a pod's, in the CSI driver);
-// - what fuse-native lacks: invalidateRootEntry, invalidateRootListing, sessionFd, adoptResend, connInfo, detach, the
+// - what fuse-native lacks: invalidateRootEntry, invalidateRootListing, mayHoldAbsent, sessionFd, adoptResend, connInfo, detach, the
 //   shared pool's figures (Fuse.pool), and the mount options noatime and negative_timeout;
 // - a mount costs less of Node's thread, which a takeover of a thousand volumes pays a thousand
 //   times: one array of handlers serves every mount (the addon calls a handler with its mount as
@@ -140,6 +140,11 @@ export default class Fuse extends FuseNative {
   /** FUSE_NOTIFY_INVAL_ENTRY for a name in the root, written from libuv's thread pool; cb(0 | -errno). */
   invalidateRootEntry(name: string, cb: (res: number) => void): void {
     addon.fuse_native_invalidate_root_entry(this._thread!, name, cb)
+  }
+
+  /** Whether the kernel may hold a root name as absent (lib/native/absent-names.c). */
+  mayHoldAbsent(name: string): boolean {
+    return addon.fuse_native_may_hold_absent(this._thread!, name)
   }
 
   /** FUSE_NOTIFY_INVAL_INODE for the root (its attributes and kept listing), the same way. */

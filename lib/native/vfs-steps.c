@@ -26,10 +26,12 @@
 // owner, whatever the caller's. A pod could take that gid too, to no avail: what it gets is an
 // answer of EIO to its own requests made while no agent runs.
 //
-// fuse_native_vfs_step(op, a, b, gid, cb): op 0 symlink(a, b) (b links to a), 1 rename(a, b),
-// 2 unlink(a), 3 lchown(a, -1, gid); cb(errno) on Node's thread, 0 when it succeeded. Steps run on
-// VFS_THREADS threads, started with the addon; a flip makes its steps one at a time, and several
-// volumes' flips run at once.
+// fuse_native_vfs_steps(steps, cb): steps an array of [op, a, b, gid], made one after another on
+// one thread, up to the first that fails: op 0 symlink(a, b) (b links to a), 1 rename(a, b),
+// 2 unlink(a), 3 lchown(a, -1, gid); cb(errno, index) on Node's thread, errno 0 when all
+// succeeded, else that of the step at index. A flip's symlink and rename go as one call: each step
+// through Node's thread and back would cost it a turn and two thread hops more. Calls run on
+// VFS_THREADS threads, started with the addon: several volumes' flips at once.
 
 #define _GNU_SOURCE
 #include "vfs-steps.h"
@@ -37,6 +39,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
@@ -46,15 +49,31 @@
 
 #define VFS_THREADS 4
 
-typedef struct vfs_call {
+typedef struct {
   int op;
   char *a;
   char *b;
   int gid;
-  int result;
+} vfs_step_t;
+
+typedef struct vfs_call {
+  unsigned n;
+  vfs_step_t *steps;
+  int result;     // errno of the step that failed, or 0
+  unsigned index; // that step
   napi_ref cb;
   struct vfs_call *next;
 } vfs_call_t;
+
+static int make_step (const vfs_step_t *s) {
+  switch (s->op) {
+    case 0: return symlink(s->a, s->b);
+    case 1: return rename(s->a, s->b);
+    case 2: return unlink(s->a);
+    case 3: return lchown(s->a, (uid_t) -1, (gid_t) s->gid);
+    default: errno = EINVAL; return -1;
+  }
+}
 
 static pthread_mutex_t queue_mut = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
@@ -77,15 +96,11 @@ static void *vfs_thread (void *arg) {
     queue_head = c->next;
     if (queue_head == NULL) queue_tail = NULL;
     pthread_mutex_unlock(&queue_mut);
-    int r;
-    switch (c->op) {
-      case 0: r = symlink(c->a, c->b); break;
-      case 1: r = rename(c->a, c->b); break;
-      case 2: r = unlink(c->a); break;
-      case 3: r = lchown(c->a, (uid_t) -1, (gid_t) c->gid); break;
-      default: r = -1; errno = EINVAL;
+    c->result = 0;
+    for (c->index = 0; c->index < c->n; c->index++) {
+      if (make_step(&c->steps[c->index]) != 0) { c->result = errno; break; }
     }
-    c->result = r == 0 ? 0 : errno;
+    if (c->result == 0) c->index = 0;
     pthread_mutex_lock(&queue_mut);
     c->next = done_head;
     done_head = c;
@@ -118,16 +133,17 @@ static void vfs_done (napi_env env, napi_value js_cb, void *context, void *data)
   (void) context;
   vfs_call_t *c = (vfs_call_t *) data;
   if (env != NULL) {
-    napi_value cb, global, argv[1];
+    napi_value cb, global, argv[2];
     napi_get_reference_value(env, c->cb, &cb);
     napi_get_global(env, &global);
     napi_create_int32(env, c->result, &argv[0]);
+    napi_create_uint32(env, c->index, &argv[1]);
     if (--inflight == 0) napi_unref_threadsafe_function(env, done_tsfn);
-    napi_call_function(env, global, cb, 1, argv, NULL);
+    napi_call_function(env, global, cb, 2, argv, NULL);
     napi_delete_reference(env, c->cb);
   }
-  free(c->a);
-  free(c->b);
+  for (unsigned i = 0; i < c->n; i++) { free(c->steps[i].a); free(c->steps[i].b); }
+  free(c->steps);
   free(c);
 }
 
@@ -161,20 +177,30 @@ static int start (napi_env env) {
   return 0;
 }
 
-static NAPI_METHOD(fuse_native_vfs_step) {
-  NAPI_ARGV(5)
-  NAPI_ARGV_INT32(op, 0)
-  NAPI_ARGV_INT32(gid, 3)
+static NAPI_METHOD(fuse_native_vfs_steps) {
+  NAPI_ARGV(2)
   if (!started) {
     napi_throw_error(env, NULL, "the VFS step threads could not start");
     return NULL;
   }
+  uint32_t n = 0;
+  napi_get_array_length(env, argv[0], &n);
   vfs_call_t *c = calloc(1, sizeof(vfs_call_t));
-  c->op = op;
-  c->gid = gid;
-  c->a = string_arg(env, argv[1]);
-  c->b = string_arg(env, argv[2]);
-  napi_create_reference(env, argv[4], 1, &c->cb);
+  c->n = n;
+  c->steps = calloc(n ? n : 1, sizeof(vfs_step_t));
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value step, v;
+    napi_get_element(env, argv[0], i, &step);
+    napi_get_element(env, step, 0, &v);
+    napi_get_value_int32(env, v, &c->steps[i].op);
+    napi_get_element(env, step, 1, &v);
+    c->steps[i].a = string_arg(env, v);
+    napi_get_element(env, step, 2, &v);
+    c->steps[i].b = string_arg(env, v);
+    napi_get_element(env, step, 3, &v);
+    napi_get_value_int32(env, v, &c->steps[i].gid);
+  }
+  napi_create_reference(env, argv[1], 1, &c->cb);
   if (inflight++ == 0) napi_ref_threadsafe_function(env, done_tsfn);
   pthread_mutex_lock(&queue_mut);
   if (queue_tail) queue_tail->next = c; else queue_head = c;
@@ -186,5 +212,5 @@ static NAPI_METHOD(fuse_native_vfs_step) {
 
 void vfs_steps_export (napi_env env, napi_value exports) {
   start(env);
-  NAPI_EXPORT_FUNCTION(fuse_native_vfs_step)
+  NAPI_EXPORT_FUNCTION(fuse_native_vfs_steps)
 }

@@ -10,7 +10,7 @@
 // (lib/keeper/keeper.c has the same number): (gid_t) -2, no group's.
 #define VFS_STEP_GID 4294967294u
 
-// Exports fuse_native_vfs_step(op, a, b, gid, cb).
+// Exports fuse_native_vfs_steps(steps, cb).
 void vfs_steps_export (napi_env env, napi_value exports);
 
 #endif
