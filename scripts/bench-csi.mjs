@@ -33,7 +33,7 @@
 //                                         the node over from each other in turn before each change
 // Run as root. `npm run bench` runs it after the read benchmark.
 import { spawn, execFile } from 'node:child_process'
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -50,6 +50,8 @@ const nodeChangesOnly = process.argv.includes('--node-changes')
 const fillOnly = takeoversOnly || nodeChangesOnly
 // Node's flags for the driver, to look into it (DAPIFS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'); none by default: the image runs it with none.
 const NODE_ARGS = (process.env.DAPIFS_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+// A file the drivers' stderr is appended to, to look into them (with DEBUG=dapifs:...); none by default.
+const DRIVER_LOG = process.env.DAPIFS_BENCH_DRIVER_LOG
 const SIZES = tiny ? [2, 5] : [10, 50, 110, 250]
 const PER_POD = 4
 const PATCHES = tiny ? 3 : 40
@@ -162,7 +164,7 @@ async function main() {
         '--kubeconfig', kubeconfig, '--no-registration', '--kubelet-dir', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
       d.log = ''
       d.t0 = t0
-      d.stderr.on('data', (b) => { d.log += b; if (d.log.length > 1 << 20) d.log = d.log.slice(-(1 << 19)) })
+      d.stderr.on('data', (b) => { d.log += b; if (DRIVER_LOG) appendFileSync(DRIVER_LOG, b); if (d.log.length > 1 << 20) d.log = d.log.slice(-(1 << 19)) })
       while (!d.log.includes('serving csi.dapifs.dev')) {
         if (d.exitCode !== null || d.signalCode !== null) throw new Error(`the driver exited: ${d.log}`)
         await sleep(20)
@@ -320,6 +322,14 @@ async function main() {
     const parse = (out) => { const m = /ops (\d+) errors (\d+) .*p99_ns (\d+) max_ns (\d+)/.exec(out.toString()); return { ops: Number(m[1]), errors: Number(m[2]), p99: Number(m[3]) / 1e6, max: Number(m[4]) / 1e6 } }
     const alone = parse((await listing()).stdout)
     const zones = lists('zones.txt', volumes.map((v) => path.join(v, 'zone')))
+    // The same 8 pollers on CPU 1 with no change coming: what the listings wait for CPU 1 alone.
+    const pollersOnly = async () => {
+      const run = listing(3)
+      await sleep(500)
+      await reader(['untilall', Buffer.from('no such zone').toString('hex'), '2', zones, '8'])
+      return parse((await run).stdout)
+    }
+    const besidePollers = await pollersOnly()
     const nodeChanges = []
     const besideNode = []
     const changeNode = async (i) => {
@@ -341,7 +351,8 @@ async function main() {
       console.log(`\na change of the Node's label, ${changes.length} times, ${mounted} volumes mounted: update accepted -> the last of the ${volumes.length} volumes of the ${pods.length} pods serving the new bytes (8 reader threads polling them all)`)
       console.log(`  time                                                        ${ms(changes)} (${changes.map((x) => f(x, 0)).join(', ')})`)
       const worst = beside.reduce((a, b) => (b.max > a.max ? b : a))
-      console.log(`  listings of a volume that reads nothing of the Node          ${beside.reduce((a, b) => a + b.ops, 0)} listings, ${beside.reduce((a, b) => a + b.errors, 0)} failed, longest ${f(worst.max, 1)} ms (alone: ${alone.ops} listings, longest ${f(alone.max, 1)} ms)`)
+      console.log(`  listings of a volume that reads nothing of the Node          ${beside.reduce((a, b) => a + b.ops, 0)} listings, ${beside.reduce((a, b) => a + b.errors, 0)} failed, longest ${f(worst.max, 1)} ms`)
+      console.log(`    beside the same 8 pollers, no change coming                ${besidePollers.ops} listings, longest ${f(besidePollers.max, 1)} ms (alone: ${alone.ops} listings, longest ${f(alone.max, 1)} ms)`)
       return worst
     }
     const targetOfNodeChanges = (changes, beside, worst) => {
