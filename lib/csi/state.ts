@@ -76,6 +76,8 @@ const log = createDebug('dapifs:csi:state')
 const VERSION = 3
 /** A record's file: <key>.0.json or <key>.1.json (version 3), or <key>.json (an earlier one). */
 const RECORD_FILE = /^([0-9a-f]{32})(?:\.[01])?\.json$/
+/** A slot's seq, at the head of its text as save() writes it. */
+const SEQ = /^\{"version":\d+,"seq":(\d+),/
 
 interface Parsed { record: VolumeRecord; version: number; seq: number; inline: boolean[]; slot: number }
 /** The largest file whose bytes are kept in its record (base64), not in a blob of its own. */
@@ -152,6 +154,9 @@ export class VolumeStore {
     const generation: StoredGeneration = { name: g.name, createdMs: g.createdMs, ...(g.projection.gid !== undefined ? { gid: g.projection.gid } : {}), files }
     const text = JSON.stringify({ version: VERSION, seq: next.seq, volumeId: r.volumeId, target: r.target, volumeContext: r.volumeContext, seen: r.seen, kubelet: r.kubelet, generation })
     overwrite(path.join(this.dir, `${key}.${next.slot}.json`), text)
+    // The other slot made now too, as an older copy: its first overwrite then creates no file (the
+    // first change of the Node after a start would make a thousand).
+    if (!last) overwrite(path.join(this.dir, `${key}.1.json`), text.replace(`"seq":${next.seq},`, '"seq":0,'))
     this.newest.set(r.target, next)
     // A record of an earlier format, now older than the slots.
     if (!last) rmSync(path.join(this.dir, `${key}.json`), { force: true })
@@ -192,30 +197,40 @@ export class VolumeStore {
     }
     const out: VolumeRecord[] = []
     for (const [key, files] of byKey) {
-      const read: Parsed[] = []
+      // The newest first, by the seq at the head of each slot's text, so that a takeover parses
+      // one record a volume; a slot torn by a kill leaves the record before it.
+      const texts: Array<{ name: string; text: string; seq: number }> = []
       const failed: [string, string][] = []
       for (const name of files) {
-        const file = path.join(this.dir, name)
         try {
-          const p = this.parse(readFileSync(file, 'utf8'), path.join(this.dir, key))
-          if (this.key(p.record.target) !== key) throw new Error('its name is not its target\'s')
-          if ((p.version === VERSION) !== (name !== `${key}.json`)) throw new Error(`version ${p.version} in ${name}`)
-          read.push({ ...p, slot: name === `${key}.1.json` ? 1 : 0 })
+          const text = readFileSync(path.join(this.dir, name), 'utf8')
+          texts.push({ name, text, seq: name === `${key}.json` ? -1 : Number(SEQ.exec(text)?.[1] ?? -2) })
         } catch (e) {
-          failed.push([file, (e as Error).message])
+          failed.push([path.join(this.dir, name), (e as Error).message])
         }
       }
-      // The newest that reads whole: a slot torn by a kill leaves the record before it.
-      const p = read.sort((x, y) => y.seq - x.seq)[0]
+      let p: Parsed | undefined
+      for (const { name, text } of texts.sort((x, y) => y.seq - x.seq)) {
+        try {
+          const parsed = this.parse(text, path.join(this.dir, key))
+          if (this.key(parsed.record.target) !== key) throw new Error('its name is not its target\'s')
+          if ((parsed.version === VERSION) !== (name !== `${key}.json`)) throw new Error(`version ${parsed.version} in ${name}`)
+          p = { ...parsed, slot: name === `${key}.1.json` ? 1 : 0 }
+          break
+        } catch (e) {
+          failed.push([path.join(this.dir, name), (e as Error).message])
+        }
+      }
       if (!p) {
         for (const [file, why] of failed) bad(file, why)
         continue
       }
-      if (failed.length > 0) log('%s: the newest record is not whole (%s); the one before is read', key, failed.map(([, why]) => why).join('; '))
+      if (failed.length > 0) log('%s: a newer record is not whole (%s); the one before is read', key, failed.map(([, why]) => why).join('; '))
       const r = p.record
+      const inline = p.inline
       // A version 1 record's bytes were in it, not in the target's directory: its first save
       // writes them all. Bytes in the record were not read from a blob.
-      if (p.version !== 1) this.stored.set(r.target, new Set(r.generation.projection.files.filter((f, i) => !p.inline[i]).map((f) => sha256(f.data))))
+      if (p.version !== 1) this.stored.set(r.target, new Set(r.generation.projection.files.filter((f, i) => !inline[i]).map((f) => sha256(f.data))))
       if (p.version === VERSION) this.newest.set(r.target, { slot: p.slot, seq: p.seq })
       out.push(r)
     }
