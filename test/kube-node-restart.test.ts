@@ -139,7 +139,8 @@ function recordedTargets(node: Node): string[] {
   } catch {
     return []
   }
-  return names.map((n) => (JSON.parse(readFileSync(path.join(dir, n), 'utf8')) as { target: string }).target).sort()
+  // Each record is in two slots (state.ts): its target once.
+  return [...new Set(names.map((n) => (JSON.parse(readFileSync(path.join(dir, n), 'utf8')) as { target: string }).target))].sort()
 }
 
 async function containerOf(node: Node, name: string): Promise<{ restarts: number; id: string }> {
