@@ -26,10 +26,12 @@ COPY tsconfig.json ./
 COPY types/ types/
 COPY lib/ lib/
 COPY scripts/bundle.mjs scripts/
-# npm run build also bundles dist/main.js with esbuild (scripts/bundle.mjs: a start loads one file,
-# not 40) and compiles the keeper (lib/keeper/keeper.c) into dist/dapifs-keeper. What the image
-# runs is then node_modules without the dev dependencies, and without what only a developer reads
-# (TypeScript declarations, source maps).
+# npm run build also bundles the command line into dist/cli.cjs with esbuild and writes V8's code
+# cache for it, dist/cli.cjs.cache, with this stage's node, which is the image's (scripts/bundle.mjs:
+# a start reads one file, not 40, and compiles little of it); and it compiles the keeper
+# (lib/keeper/keeper.c) into dist/dapifs-keeper. What the image runs is then node_modules without
+# the dev dependencies, and without what only a developer reads (TypeScript declarations, source
+# maps).
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund \
  && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -type f -delete
