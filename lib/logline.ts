@@ -46,18 +46,8 @@ export interface LineFields {
   target?: string
 }
 
-/**
- * Writes one line for the operator; `many`, where a Say has it, writes several in one write (a
- * takeover's thousand lines: sayAll).
- */
-export type Say = ((line: string, fields?: LineFields) => void) & { many?: (lines: ReadonlyArray<readonly [string, LineFields?]>) => void }
-
-/** Says each line, in one write where `say` can. */
-export function sayAll(say: Say, lines: ReadonlyArray<readonly [string, LineFields?]>): void {
-  if (lines.length === 0) return
-  if (say.many) say.many(lines)
-  else for (const [line, fields] of lines) say(line, fields)
-}
+/** Writes one line for the operator. */
+export type Say = (line: string, fields?: LineFields) => void
 
 export type LogFormat = 'text' | 'json'
 export const LOG_FORMATS: readonly LogFormat[] = ['text', 'json']
@@ -93,7 +83,5 @@ export function stderrSay(format: LogFormat, prefix: string): Say {
     if (pending === '') setImmediate(flush)
     pending += s
   }
-  const say: Say = (line, fields) => add(text(line, fields))
-  say.many = (lines) => add(lines.map(([line, fields]) => text(line, fields)).join(''))
-  return say
+  return (line, fields) => add(text(line, fields))
 }

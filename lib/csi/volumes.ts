@@ -60,7 +60,7 @@ import { AttributeParser } from './parser.js'
 import { lowerOtherThreads } from './foreground.js'
 import type { Keeper } from './keeper.js'
 import type { VolumeRecord, VolumeStore } from './state.js'
-import { sayAll, type LineFields, type Say } from '../logline.js'
+import type { LineFields, Say } from '../logline.js'
 
 const log = createDebug('dapifs:csi:volumes')
 
@@ -458,7 +458,7 @@ export class Volumes {
       await settled()
       const took = `took over ${this.byTarget.size} volumes in ${(performance.now() - t0).toFixed(0)} ms, ${performance.now().toFixed(0)} ms after this process started`
       const t4 = performance.now()
-      sayAll(this.opts.say, [...told, [took]])
+      for (const [line, fields] of [...told, [took] as const]) this.opts.say(line, fields) // one write: stderrSay's, at the turn's end
       log('recover: records %d ms, connections %d ms, takeovers %d ms, waiting readers %d ms, lines %d ms', ...[t1 - t0, t2 - t1, t3 - t2, t4 - t3, performance.now() - t4].map(Math.round))
     }
     return held

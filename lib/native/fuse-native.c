@@ -70,8 +70,8 @@
 //   and fuse.ts calls the mount's callback at once). fuse_native_session_fd
 //   gives the fd to hand to the keeper, whose client is keeper-client.c.
 // - fuse_native_conn_info(thread): [capable, want, resend] after init.
-// - fuse_native_vfs_step(op, a, b, gid, cb): a flip's symlink, rename, unlink or lchown on the
-//   daemon's own mount, on a thread that holds no descriptor (vfs-steps.c says why).
+// - fuse_native_vfs_steps(steps, cb): a flip's symlinks, renames, unlinks or lchowns on the
+//   daemon's own mount, one after another on a thread that holds no descriptor (vfs-steps.c).
 // - fuse-native's utimens passed atime as mtime too.
 // The addon exports `dapifs_native`, so that dapifs can tell it from fuse-native's prebuilt one.
 
