@@ -19,7 +19,6 @@
 // agent did not serve (observe/events.ts).
 
 import { readFileSync } from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import createDebug from 'debug'
 import { LOG_FORMATS, failure, jsonLine, stderrSay, type LogFormat, type Say } from '../logline.js'
@@ -67,8 +66,6 @@ export interface CsiFlags {
 }
 
 export const DEFAULT_KUBELET_DIR = '/var/lib/kubelet'
-/** How long a new agent loads at a low priority before a handover (at most). */
-const LOW_PRIORITY_MS = 2000
 /** How long a new agent waits for the HTTP port an old one had. */
 const PORT_WAIT_MS = 10_000
 
@@ -165,15 +162,10 @@ async function run(flags: CsiFlags): Promise<number> {
   let replacing = old !== undefined
   if (old) {
     say(`an agent serves the volumes at ${handoverSocket}: taking them over from it once this one is ready`)
-    // Loading is a second or more of CPU, on a node whose readers the old agent still serves: it
-    // goes at a low priority for its first LOW_PRIORITY_MS (on a node that busy, it would starve
-    // for longer), and the takeover at the usual one.
-    const nice = setNice(10)
-    const restore = (): void => { if (nice !== undefined && os.getPriority() !== nice) setNice(nice) }
-    const timer = setTimeout(restore, LOW_PRIORITY_MS)
+    // Loading (gRPC, the Kubernetes client) goes at the usual priority while the old agent still
+    // serves: in a pod, a nice value weighs only against the agent's own threads (each pod is a
+    // cgroup of its own), and beside busy readers in one cgroup a lowered load starved for 20 s.
     await prepare()
-    clearTimeout(timer)
-    restore()
     const t0 = performance.now()
     const outcome = await old.letGo()
     say(outcome === 'handed' ? `the old agent let go of its volumes (${old.answer}) in ${(performance.now() - t0).toFixed(0)} ms: taking them over`
@@ -289,18 +281,6 @@ async function load(flags: CsiFlags, nodeName: string, volumes: Volumes, httpAt:
   const csi = new CsiServer(volumes, { nodeName, version: version(), ready: () => source.synced }, metrics)
   const probe = new SocketProbe(socket)
   return { metrics, csi, probe, source, events, kc, context, RegistrationServer }
-}
-
-/** Sets this thread's nice value; the one before, or undefined if it could not. */
-function setNice(value: number): number | undefined {
-  try {
-    const before = os.getPriority()
-    os.setPriority(value)
-    return before
-  } catch (e) {
-    say(`cannot set the priority to ${value}: ${(e as Error).message}`, { level: 'warning' })
-    return undefined
-  }
 }
 
 /**
