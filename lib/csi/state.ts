@@ -127,11 +127,8 @@ export class VolumeStore {
     return createHash('sha256').update(target).digest('hex').slice(0, 32)
   }
 
-  /**
-   * Records a volume, synchronously (the header says why): async only so that a failure reaches
-   * its caller's chain of saves as a rejection, as it did when saves went through libuv.
-   */
-  async save(r: VolumeRecord): Promise<void> {
+  /** Records a volume, synchronously (the header says why); throws if it cannot. */
+  save(r: VolumeRecord): void {
     const g = r.generation
     const key = this.key(r.target)
     const blobs = path.join(this.dir, key)

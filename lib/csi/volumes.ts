@@ -458,7 +458,9 @@ export class Volumes {
       await settled()
       const took = `took over ${this.byTarget.size} volumes in ${(performance.now() - t0).toFixed(0)} ms, ${performance.now().toFixed(0)} ms after this process started`
       const t4 = performance.now()
-      for (const [line, fields] of [...told, [took] as const]) this.opts.say(line, fields) // one write: stderrSay's, at the turn's end
+      // One write, at the turn's end (stderrSay).
+      for (const [line, fields] of told) this.opts.say(line, fields)
+      this.opts.say(took)
       log('recover: records %d ms, connections %d ms, takeovers %d ms, waiting readers %d ms, lines %d ms', ...[t1 - t0, t2 - t1, t3 - t2, t4 - t3, performance.now() - t4].map(Math.round))
     }
     return held
